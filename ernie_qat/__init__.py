@@ -1,0 +1,12 @@
+"""ernie-qat: quantization-aware fine-tuning of ERNIE models for INT8 CPU inference."""
+import contextlib
+import io
+
+from ernie_qat import env as _env
+
+_env.configure()
+# paddle prints an OpenMP advisory to stderr whenever OMP_NUM_THREADS > 1, which env sets on purpose.
+with contextlib.redirect_stderr(io.StringIO()):
+    import paddle  # noqa: F401
+
+__version__ = "0.1.0"

@@ -1,0 +1,243 @@
+"""Run configuration: YAML files mapped onto typed dataclasses, one section per concern.
+
+Every default lives here. A YAML file states only what differs from these defaults, and
+`-o section.key=value` overrides go on top. Unknown keys, wrong types and out-of-range values
+raise `ConfigError` naming the source, the key and what was expected, before any work starts.
+
+Example:
+    cfg = load_config("configs/r8_minilm_fp32.yaml", ["train.learning_rate=3e-5"])
+"""
+import ast
+import dataclasses
+import difflib
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import yaml
+
+from ernie_qat.data.builtin import DATASETS
+
+CONFIG_VERSION = 1
+METRICS = ("accuracy", "macro_f1", "mcc")
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message says where and why."""
+
+
+def param(default: Any, *, low: Optional[float] = None, high: Optional[float] = None,
+          low_open: bool = False, choices: Optional[Sequence] = None):
+    """A config field with its allowed range [low, high] (or (low, high] if `low_open`) or set."""
+    return field(default=default, metadata={"low": low, "high": high, "low_open": low_open, "choices": choices})
+
+
+@dataclass
+class RandomModelConfig:
+    """Shape of a randomly initialised ERNIE, used when `model.name_or_path` is `random` (tests)."""
+    vocab_file: str = ""                                # tokenizer vocabulary, one token per line
+    hidden_size: int = param(32, low=1)
+    num_hidden_layers: int = param(2, low=1)
+    num_attention_heads: int = param(2, low=1)
+    intermediate_size: int = param(64, low=1)
+    max_position_embeddings: int = param(512, low=8)
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = "minilm"    # built-in (minilm), a PaddleNLP model directory or name, or `random`
+    dropout: float = param(0.1, low=0.0, high=1.0)     # hidden and attention-probability dropout
+    random: RandomModelConfig = field(default_factory=RandomModelConfig)
+
+
+@dataclass
+class DataConfig:
+    dataset: str = param("", choices=("",) + tuple(DATASETS))  # built-in dataset supplying the files not set below
+    train_file: str = ""            # TSV / CSV / JSONL with `text`, optional `text_pair`, `label`
+    dev_file: str = ""              # empty: hold out `dev_fraction` of the training file
+    test_file: str = ""             # empty: no test evaluation
+    dev_fraction: float = param(0.1, low=0.0, high=0.5, low_open=True)
+    max_seq_len: int = param(128, low=8, high=512)     # tokens, [CLS] and [SEP] included
+    bucket_batches: int = param(50, low=1)             # batches per length-sorted bucket; 1 = no bucketing
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "runs/default"
+    epochs: int = param(3, low=1)
+    max_steps: int = param(0, low=0)                   # > 0: stop after this many optimizer steps
+    batch_size: int = param(32, low=1)
+    eval_batch_size: int = param(64, low=1)
+    learning_rate: float = param(5e-5, low=0.0, low_open=True)
+    warmup_ratio: float = param(0.1, low=0.0, high=1.0)  # share of steps with linear warm-up
+    weight_decay: float = param(0.01, low=0.0)        # AdamW; not applied to biases and LayerNorm
+    max_grad_norm: float = param(1.0, low=0.0)        # global-norm clipping; 0 disables
+    eval_every: int = param(0, low=0)                 # steps between evaluations; 0 = once per epoch
+    select_metric: str = param("accuracy", choices=METRICS)  # dev metric choosing the best checkpoint
+    seed: int = param(42, low=0)
+    log_every: int = param(10, low=1)                 # steps between metrics.jsonl records
+
+
+@dataclass
+class QuantConfig:
+    """Quantization-aware training (filled in by the QAT issue)."""
+
+
+@dataclass
+class RegularizerConfig:
+    """Weight-distribution regularizers such as KURE."""
+
+
+@dataclass
+class DistillConfig:
+    """Distillation from an FP32 teacher."""
+
+
+@dataclass
+class OptimizerConfig:
+    """Optimizer-step strategies such as SAM."""
+
+
+@dataclass
+class ExportConfig:
+    """Paddle Inference export."""
+
+
+@dataclass
+class Config:
+    version: int = param(CONFIG_VERSION, low=CONFIG_VERSION, high=CONFIG_VERSION)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    quant: QuantConfig = field(default_factory=QuantConfig)
+    regularizer: RegularizerConfig = field(default_factory=RegularizerConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads `5e-5` as a float (YAML 1.1 wants `5.0e-5`)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+"
+               r"|\.[0-9_]+(?:[eE][-+][0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."))
+
+
+def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Config:
+    """Build a `Config` from defaults, an optional YAML file, then `key.path=value` overrides.
+
+    Raises:
+        ConfigError: unreadable file, unknown key, wrong type or out-of-range value.
+    """
+    data = {}
+    if path is not None:
+        try:
+            data = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_Loader) or {}
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
+    cfg = _from_dict(Config, data, "", str(path or "defaults"))
+    for item in overrides:
+        _apply_override(cfg, item)
+    _check_ranges(cfg, "", str(path or "defaults"))
+    _check_consistency(cfg, str(path or "defaults"))
+    return cfg
+
+
+def _from_dict(cls, data: dict, prefix: str, source: str):
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    values = {}
+    for key, value in data.items():
+        dotted = prefix + str(key)
+        if key not in names:
+            raise ConfigError(f"{source}: unknown key `{dotted}`{_suggest(key, names, prefix)}")
+        values[key] = _coerce(hints[key], value, dotted, source)
+    return cls(**values)
+
+
+def _coerce(kind, value, dotted: str, source: str):
+    if dataclasses.is_dataclass(kind):
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: `{dotted}` is a section: expected a mapping, got {value!r}")
+        return _from_dict(kind, value, dotted + ".", source)
+    ok = (isinstance(value, kind) and not (kind is int and isinstance(value, bool))) or \
+         (kind is float and isinstance(value, int) and not isinstance(value, bool))
+    if not ok:
+        raise ConfigError(f"{source}: `{dotted}`: expected {kind.__name__}, got {value!r} "
+                          f"({type(value).__name__})")
+    return kind(value)
+
+
+def _apply_override(cfg: Config, item: str) -> None:
+    source = f"override `-o {item}`"
+    if "=" not in item:
+        raise ConfigError(f"{source}: expected `section.key=value`")
+    dotted, raw = item.split("=", 1)
+    *sections, key = dotted.strip().split(".")
+    target, prefix = cfg, ""
+    for name in sections:
+        if not dataclasses.is_dataclass(getattr(target, name, None)):
+            raise ConfigError(f"{source}: unknown section `{prefix}{name}`"
+                              f"{_suggest(name, _section_names(target), prefix)}")
+        target, prefix = getattr(target, name), prefix + name + "."
+    names = [f.name for f in dataclasses.fields(target)]
+    if key not in names or dataclasses.is_dataclass(getattr(target, key)):
+        raise ConfigError(f"{source}: unknown key `{dotted}`{_suggest(key, names, prefix)}")
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        value = raw  # a bare word is a string
+    setattr(target, key, _coerce(typing.get_type_hints(type(target))[key], value, dotted, source))
+
+
+def _section_names(obj) -> list:
+    return [f.name for f in dataclasses.fields(obj) if dataclasses.is_dataclass(getattr(obj, f.name))]
+
+
+def _suggest(key: str, names: Sequence[str], prefix: str) -> str:
+    close = difflib.get_close_matches(str(key), names, n=1)
+    if close:
+        return f"; did you mean `{prefix}{close[0]}`?"
+    return f"; expected one of: {', '.join(names)}" if names else "; this section takes no keys yet"
+
+
+def _check_ranges(obj, prefix: str, source: str) -> None:
+    for f in dataclasses.fields(obj):
+        value, dotted = getattr(obj, f.name), prefix + f.name
+        if dataclasses.is_dataclass(value):
+            _check_ranges(value, dotted + ".", source)
+            continue
+        meta = f.metadata
+        if meta.get("choices") is not None and value not in meta["choices"]:
+            raise ConfigError(f"{source}: `{dotted}` must be one of {list(meta['choices'])}, got {value!r}")
+        low, high = meta.get("low"), meta.get("high")
+        too_low = low is not None and (value <= low if meta.get("low_open") else value < low)
+        if too_low or (high is not None and value > high):
+            left = "(" if meta.get("low_open") else "["
+            bounds = f"{left}{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
+            raise ConfigError(f"{source}: `{dotted}` must be in {bounds}, got {value!r}")
+
+
+def _check_consistency(cfg: Config, source: str) -> None:
+    if cfg.model.name_or_path == "random" and not cfg.model.random.vocab_file:
+        raise ConfigError(f"{source}: `model.random.vocab_file` is required when `model.name_or_path` is `random`")
+    if not cfg.data.dataset and not cfg.data.train_file:
+        raise ConfigError(f"{source}: set `data.dataset` (a built-in dataset) or `data.train_file`")

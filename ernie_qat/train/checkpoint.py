@@ -1,0 +1,68 @@
+"""Checkpoint folders: everything needed to evaluate, export or resume a run.
+
+A checkpoint holds the PaddleNLP model files (config.json, model_state.pdparams), the tokenizer
+files, labels.json and the run's config.yaml; the `last` checkpoint also holds optimizer.pdopt
+(with the learning-rate schedule) and trainer_state.json. Folders are written beside the
+target and renamed into place, so a crash never leaves a half-written checkpoint.
+"""
+import json
+import shutil
+from pathlib import Path
+from typing import Dict, Optional
+
+import paddle
+
+from ernie_qat.config import Config
+from ernie_qat.data.loader import LabelVocab
+
+STATE_FILE = "trainer_state.json"
+OPTIMIZER_FILE = "optimizer.pdopt"
+WEIGHTS_FILE = "model_state.pdparams"
+
+
+def save_checkpoint(folder: Path, model, tokenizer, labels: LabelVocab, cfg: Config,
+                    state: Optional[dict] = None, optimizer=None) -> None:
+    folder = Path(folder)
+    staging, stale = folder.with_name(folder.name + ".partial"), folder.with_name(folder.name + ".stale")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    model.save(staging)
+    tokenizer.save_pretrained(str(staging))
+    labels.save(staging)
+    cfg.save(staging / "config.yaml")
+    if optimizer is not None:
+        paddle.save(_rename_params(optimizer.state_dict(), _param_names(model)), str(staging / OPTIMIZER_FILE))
+    if state is not None:
+        (staging / STATE_FILE).write_text(json.dumps(state, indent=1))
+    shutil.rmtree(stale, ignore_errors=True)
+    if folder.exists():
+        folder.rename(stale)
+    staging.rename(folder)
+    shutil.rmtree(stale, ignore_errors=True)
+
+
+def restore_training(folder: Path, model, optimizer) -> dict:
+    """Load weights and optimizer state saved by `save_checkpoint`; returns the trainer state."""
+    folder = Path(folder)
+    model.net.set_state_dict(paddle.load(str(folder / WEIGHTS_FILE)))
+    structured = {v: k for k, v in _param_names(model).items()}
+    optimizer.set_state_dict(_rename_params(paddle.load(str(folder / OPTIMIZER_FILE)), structured))
+    return json.loads((folder / STATE_FILE).read_text())
+
+
+def _param_names(model) -> Dict[str, str]:
+    """Paddle's generated parameter names (`linear_12.w_0`) -> structural names (`net.ernie...weight`)."""
+    return {p.name: name for name, p in model.named_parameters()}
+
+
+def _rename_params(state: dict, names: Dict[str, str]) -> dict:
+    """Rename optimizer-state keys `<param>_<accumulator>` by the parameter's entry in `names`.
+
+    Generated parameter names depend on what else the process built, so optimizer state is
+    stored under structural names and mapped back to the current model's names on load.
+    """
+    renamed = {}
+    for key, value in state.items():
+        param = max((p for p in names if key.startswith(p + "_")), key=len, default=None)
+        renamed[key if param is None else names[param] + key[len(param):]] = value
+    return renamed

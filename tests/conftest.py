@@ -1,0 +1,54 @@
+"""Shared fixtures: a tiny vocabulary and a separable toy task for a tiny random ERNIE."""
+import random
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+POSITIVE = ["good", "great", "fine", "nice", "happy", "superb"]
+NEGATIVE = ["bad", "awful", "poor", "sad", "terrible", "dull"]
+FILLER = ["the", "a", "movie", "film", "is", "was", "very", "and", "plot", "acting"]
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def toy_sentence(rng: random.Random, label: str) -> str:
+    words = rng.choices(FILLER, k=rng.randint(3, 10))
+    for _ in range(rng.randint(1, 2)):
+        words.insert(rng.randrange(len(words) + 1), rng.choice(POSITIVE if label == "pos" else NEGATIVE))
+    return " ".join(words)
+
+
+def write_toy_split(path: Path, n: int, seed: int) -> None:
+    rng = random.Random(seed)
+    rows = ["label\ttext"] + [f"{label}\t{toy_sentence(rng, label)}"
+                              for label in (rng.choice(["pos", "neg"]) for _ in range(n))]
+    path.write_text("\n".join(rows) + "\n")
+
+
+@pytest.fixture
+def toy_task(tmp_path: Path) -> dict:
+    """Files of a two-class toy task and a config that trains a tiny random ERNIE on it."""
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(SPECIAL + POSITIVE + NEGATIVE + FILLER) + "\n")
+    for name, n, seed in (("train", 256, 0), ("dev", 64, 1), ("test", 64, 2)):
+        write_toy_split(tmp_path / f"{name}.tsv", n, seed)
+    config = tmp_path / "toy.yaml"
+    config.write_text(f"""
+model:
+  name_or_path: random
+  random: {{vocab_file: {vocab}, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 2,
+           intermediate_size: 64, max_position_embeddings: 64}}
+data:
+  train_file: {tmp_path / 'train.tsv'}
+  dev_file: {tmp_path / 'dev.tsv'}
+  test_file: {tmp_path / 'test.tsv'}
+  max_seq_len: 32
+train:
+  output_dir: {tmp_path / 'run'}
+  epochs: 4
+  batch_size: 16
+  learning_rate: 2e-3
+  warmup_ratio: 0.1
+  log_every: 4
+""")
+    return {"dir": tmp_path, "config": config, "vocab": vocab, "run": tmp_path / "run"}

@@ -1,0 +1,90 @@
+"""Config files and overrides: defaults, type and range checks, messages naming file and key."""
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from ernie_qat.config import Config, ConfigError, load_config
+from conftest import ROOT
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_and_file_values(tmp_path):
+    cfg = load_config(write(tmp_path, "data: {dataset: mr}\ntrain: {learning_rate: 3e-5, epochs: 2}\n"))
+    assert cfg.train.learning_rate == pytest.approx(3e-5) and isinstance(cfg.train.learning_rate, float)
+    assert cfg.train.epochs == 2 and cfg.train.batch_size == 32 and cfg.data.max_seq_len == 128
+
+
+def test_overrides_parse_and_type_check(tmp_path):
+    path = write(tmp_path, "data: {dataset: mr}\n")
+    cfg = load_config(path, ["train.learning_rate=3e-5", "data.max_seq_len=64", "train.output_dir=runs/x",
+                             "model.random.hidden_size=16"])
+    assert (cfg.train.learning_rate, cfg.data.max_seq_len, cfg.train.output_dir) == (3e-5, 64, "runs/x")
+    assert cfg.model.random.hidden_size == 16
+    with pytest.raises(ConfigError, match=r"-o data.max_seq_len=abc.*`data.max_seq_len`: expected int, got 'abc'"):
+        load_config(path, ["data.max_seq_len=abc"])
+    with pytest.raises(ConfigError, match="unknown key `train.learnig_rate`; did you mean `train.learning_rate`"):
+        load_config(path, ["train.learnig_rate=1e-3"])
+    with pytest.raises(ConfigError, match="unknown key `train.lr`; expected one of: output_dir, epochs, "):
+        load_config(path, ["train.lr=1e-3"])
+    with pytest.raises(ConfigError, match="unknown section `trian`; did you mean `train`"):
+        load_config(path, ["trian.epochs=1"])
+    with pytest.raises(ConfigError, match="expected `section.key=value`"):
+        load_config(path, ["train.epochs"])
+
+
+@pytest.mark.parametrize("text, message", [
+    ("train: {learnig_rate: 1e-3}", r"cfg.yaml: unknown key `train.learnig_rate`; did you mean `train.learning_rate`"),
+    ("trian: {epochs: 1}", r"unknown key `trian`; did you mean `train`"),
+    ("quant: {bits: 8}", r"unknown key `quant.bits`; this section takes no keys yet"),
+    ("train: {epochs: three}", r"`train.epochs`: expected int, got 'three' \(str\)"),
+    ("train: {epochs: true}", r"`train.epochs`: expected int, got True \(bool\)"),
+    ("train: {epochs: 1.5}", r"`train.epochs`: expected int, got 1.5"),
+    ("train: 3", r"`train` is a section: expected a mapping, got 3"),
+    ("train: {epochs: 0}", r"`train.epochs` must be in \[1, inf\], got 0"),
+    ("train: {learning_rate: 0}", r"`train.learning_rate` must be in \(0.0, inf\], got 0.0"),
+    ("data: {max_seq_len: 1024}", r"`data.max_seq_len` must be in \[8, 512\], got 1024"),
+    ("train: {select_metric: f1}", r"`train.select_metric` must be one of \['accuracy', 'macro_f1', 'mcc'\], got 'f1'"),
+    ("data: {dataset: r52}", r"`data.dataset` must be one of \['', 'r8', 'mr', 'sms'\], got 'r52'"),
+    ("version: 2", r"`version` must be in \[1, 1\], got 2"),
+    ("- a\n- b", r"expected a mapping of sections, got list"),
+    ("train: {epochs: [1", r"invalid YAML"),
+    ("train: {epochs: 1}", r"set `data.dataset` \(a built-in dataset\) or `data.train_file`"),
+    ("data: {dataset: mr}\nmodel: {name_or_path: random}", r"`model.random.vocab_file` is required"),
+])
+def test_invalid_files_name_file_and_key(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(write(tmp_path, text))
+    assert str(tmp_path / "cfg.yaml") in str(info.value)
+
+
+def test_missing_file():
+    with pytest.raises(ConfigError, match="nope.yaml: cannot read config file"):
+        load_config("nope.yaml")
+
+
+def test_round_trip_through_dict_and_yaml(tmp_path):
+    cfg = load_config(write(tmp_path, "data: {dataset: r8}\n"), ["train.seed=7"])
+    cfg.save(tmp_path / "saved.yaml")
+    again = load_config(tmp_path / "saved.yaml")
+    assert again == cfg and again.to_dict() == yaml.safe_load((tmp_path / "saved.yaml").read_text())
+    assert isinstance(again, Config)
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_load(config):
+    load_config(config)
+
+
+def test_cli_reports_config_errors_with_exit_2_and_no_traceback(tmp_path):
+    path = write(tmp_path, "data: {dataset: mr}\ntrain: {batch_size: -1}\n")
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / "train.py"), "--config", str(path)],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {path}: `train.batch_size` must be in [1, inf], got -1"

@@ -1,0 +1,126 @@
+"""The training loop end to end on a tiny random ERNIE: learning, outputs, resume, evaluation."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import paddle
+import pytest
+
+from conftest import ROOT
+from ernie_qat.config import load_config
+from ernie_qat.train.hooks import Plugins, StepStrategy
+from ernie_qat.train.trainer import RunExistsError, fit
+
+
+def run_tool(name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "tools" / name), *map(str, args)],
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_tiny_model_learns_toy_task_through_train_tool(toy_task):
+    result = run_tool("train.py", "--config", toy_task["config"])
+    assert result.returncode == 0, result.stderr
+    run = toy_task["run"]
+    results = json.loads((run / "results.json").read_text())
+    assert results["test"]["accuracy"] > 90 and results["dev"]["accuracy"] > 90
+    assert results["steps"] == 4 * 16
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["split"] == "train"]
+    assert train[-1]["loss"] < 0.5 * train[0]["loss"] and all(r["examples_per_s"] > 0 for r in train)
+    assert [r["step"] for r in records if r["split"] == "dev"] == [16, 32, 48, 64]
+    assert load_config(run / "config.yaml") == load_config(toy_task["config"])
+    for name in ("best", "last"):
+        assert {"config.json", "model_state.pdparams", "vocab.txt", "labels.json", "config.yaml",
+                "trainer_state.json"} <= {p.name for p in (run / "checkpoints" / name).iterdir()}
+    assert (run / "checkpoints" / "last" / "optimizer.pdopt").exists()
+    assert "Traceback" not in result.stderr and "INFO" not in result.stderr
+
+    evaluated = run_tool("eval.py", "--config", toy_task["config"], "--checkpoint", run / "checkpoints" / "best")
+    assert evaluated.returncode == 0, evaluated.stderr
+    metrics = json.loads(evaluated.stdout)
+    assert metrics["test"]["accuracy"] == pytest.approx(results["test"]["accuracy"])
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashAt:
+    """A loss term that kills the run at `step`, after the checkpoint before it was written."""
+    name = "crash"
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def __call__(self, model, logits, batch, step):
+        if step == self.step:
+            raise Crash
+        return paddle.zeros([]), {}
+
+
+def test_resume_continues_exactly(toy_task):
+    overrides = ["train.epochs=2", "train.eval_every=8", "train.log_every=1"]
+    full = load_config(toy_task["config"], overrides + [f"train.output_dir={toy_task['dir'] / 'full'}"])
+    fit(full)
+    split = load_config(toy_task["config"], overrides + [f"train.output_dir={toy_task['dir'] / 'split'}"])
+    with pytest.raises(Crash):
+        fit(split, Plugins(loss_terms=[CrashAt(step=19)]))
+    with pytest.raises(RunExistsError, match="pass --resume"):
+        fit(split)
+    resumed = fit(split, resume=True)
+    assert resumed["steps"] == 32
+    weights = [paddle.load(str(toy_task["dir"] / name / "checkpoints" / "last" / "model_state.pdparams"))
+               for name in ("full", "split")]
+    assert weights[0].keys() == weights[1].keys()
+    for key in weights[0]:
+        np.testing.assert_allclose(weights[0][key].numpy(), weights[1][key].numpy(), rtol=0, atol=1e-6)
+    logs = [(toy_task["dir"] / name / "metrics.jsonl").read_text().splitlines() for name in ("full", "split")]
+    assert [json.loads(x)["step"] for x in logs[0]] == [json.loads(x)["step"] for x in logs[1]]
+
+
+class RecordingStep(StepStrategy):
+    """Records closure calls, standing in for strategies such as SAM that call it twice."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def step(self, model, optimizer, closure):
+        first = closure()
+        optimizer.clear_grad()
+        second = closure()
+        self.calls += 2
+        assert float(first) == pytest.approx(float(second), rel=1e-5)
+        optimizer.step()
+        return second
+
+
+class ConstantTerm:
+    name = "constant"
+
+    def __call__(self, model, logits, batch, step):
+        return paddle.to_tensor(0.25), {"value": 0.25, "step": float(step)}
+
+
+def test_plugins_plug_into_the_loop(toy_task):
+    cfg = load_config(toy_task["config"], ["train.max_steps=3", "train.log_every=1", "model.dropout=0.0"])
+    strategy = RecordingStep()
+    fit(cfg, Plugins(loss_terms=[ConstantTerm()], step_strategy=strategy))
+    assert strategy.calls == 6
+    records = [json.loads(line) for line in (toy_task["run"] / "metrics.jsonl").read_text().splitlines()]
+    assert [r["loss/constant/step"] for r in records if r["split"] == "train"] == [0.0, 1.0, 2.0]
+
+
+def test_unknown_dev_label_fails_with_file_and_line(toy_task):
+    with open(toy_task["dir"] / "dev.tsv", "a") as f:
+        f.write("neutral\tthe film\n")
+    result = run_tool("train.py", "--config", toy_task["config"])
+    assert result.returncode == 2
+    assert result.stderr.strip() == (f"error: {toy_task['dir'] / 'dev.tsv'}:66: unknown label 'neutral'; "
+                                     "the model knows ['neg', 'pos']")
+
+
+def test_second_run_into_same_folder_needs_resume(toy_task):
+    assert run_tool("train.py", "--config", toy_task["config"], "-o", "train.max_steps=1").returncode == 0
+    result = run_tool("train.py", "--config", toy_task["config"], "-o", "train.max_steps=1")
+    assert result.returncode == 2 and "pass --resume" in result.stderr
