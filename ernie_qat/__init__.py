@@ -1,6 +1,7 @@
 """ernie-qat: quantization-aware fine-tuning of ERNIE models for INT8 CPU inference."""
 import contextlib
 import io
+import zlib  # noqa: F401  -- must load before paddle, or zipfile inflation breaks (../shared/STACK.md #4)
 
 from ernie_qat import env as _env
 
