@@ -82,7 +82,18 @@ class TrainConfig:
 
 @dataclass
 class QuantConfig:
-    """Quantization-aware training (filled in by the QAT issue)."""
+    """Quantization-aware training on PaddleSlim (fake-quantized Linear layers)."""
+    method: str = param("none", choices=("none", "qat"))
+    weight_bits: int = param(8, low=2, high=8)
+    activation_bits: int = param(8, low=2, high=8)
+    weight_quantize_type: str = param("channel_wise_abs_max", choices=("channel_wise_abs_max", "abs_max"))
+    activation_quantize_type: str = param("moving_average_abs_max",
+                                          choices=("moving_average_abs_max", "range_abs_max", "abs_max"))
+    moving_rate: float = param(0.9, low=0.0, high=1.0, low_open=True)  # activation-scale moving average
+    quantize_pooler: bool = False       # encoder Linear layers are always quantized
+    quantize_classifier: bool = False
+    weight_quantizer: str = ""          # a registered quantizer layer (ernie_qat.quant.quantizers); "" = PaddleSlim's
+    activation_quantizer: str = ""
 
 
 @dataclass

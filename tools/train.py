@@ -15,7 +15,7 @@ def main() -> None:
                         help="continue from output_dir/checkpoints/last if it exists")
     args = parser.parse_args()
     cfg = cli.config_from_args(args)
-    from ernie_qat.train.hooks import build_plugins
+    from ernie_qat.plugins import build_plugins
     from ernie_qat.train.trainer import fit
     results = fit(cfg, build_plugins(cfg), resume=args.resume)
     print(json.dumps(results, indent=1))

@@ -6,14 +6,20 @@ same signature for training, QAT wrapping and Paddle Inference export.
 """
 from pathlib import Path
 
+import paddle
 from paddle import nn
+from paddle.static import InputSpec
 from paddlenlp.transformers import ErnieConfig, ErnieForSequenceClassification, ErnieTokenizer
 from paddlenlp.utils.log import logger as paddlenlp_logger
 
-from ernie_qat.config import ModelConfig
+from ernie_qat.config import ModelConfig, load_config
+from ernie_qat.data.loader import LabelVocab
 
 paddlenlp_logger.set_level("WARNING")  # PaddleNLP logs every file it saves or loads at INFO
 NEG_INF = -1e4  # additive attention mask for padding, as PaddleNLP uses
+WEIGHTS_FILE = "model_state.pdparams"
+# The forward's inputs, for Paddle Inference export: int64 [batch, tokens] each.
+INPUT_SPEC = [InputSpec([None, None], "int64", "input_ids"), InputSpec([None, None], "int64", "token_type_ids")]
 
 
 class ModelError(ValueError):
@@ -33,16 +39,29 @@ class TextClassifier(nn.Layer):
         return self.net(input_ids, token_type_ids=token_type_ids, attention_mask=mask)
 
     def save(self, folder) -> None:
-        """Write PaddleNLP files (config.json, model_state.pdparams) that `from_pretrained` loads."""
-        self.net.save_pretrained(str(folder))
+        """Write config.json and model_state.pdparams (this layer's parameters, quantizer state included).
+
+        Without a model transform these are the files PaddleNLP's `from_pretrained` loads.
+        """
+        self.net.config.save_pretrained(str(folder))
+        paddle.save(self.net.state_dict(), str(Path(folder) / WEIGHTS_FILE))
+
+    def load_weights(self, folder) -> None:
+        """Load model_state.pdparams written by `save` into a model of the same structure."""
+        missing, unexpected = self.net.set_state_dict(paddle.load(str(Path(folder) / WEIGHTS_FILE)))
+        if missing or unexpected:
+            raise ModelError(f"{folder}: weights do not fit the model: missing {missing[:5]}, "
+                             f"unexpected {unexpected[:5]}")
 
 
-def build_classifier(cfg: ModelConfig, num_labels: int):
-    """Returns (TextClassifier, tokenizer) for `num_labels` classes.
+def build_classifier(cfg: ModelConfig, labels: LabelVocab):
+    """Returns (TextClassifier, tokenizer) for the classes of `labels`.
 
     Raises:
-        ModelError: unknown name, missing files, or a PaddleNLP name that cannot be downloaded.
+        ModelError: unknown name, missing files, a PaddleNLP name that cannot be downloaded, or an
+            earlier run's checkpoint that is quantized or was trained on other labels.
     """
+    num_labels = len(labels)
     dropout = {"hidden_dropout_prob": cfg.dropout, "attention_probs_dropout_prob": cfg.dropout}
     if cfg.name_or_path == "random":
         tokenizer = ErnieTokenizer(cfg.random.vocab_file)
@@ -54,7 +73,7 @@ def build_classifier(cfg: ModelConfig, num_labels: int):
                              max_position_embeddings=shape.max_position_embeddings,
                              type_vocab_size=2, num_labels=num_labels, **dropout)
         return TextClassifier(ErnieForSequenceClassification(config)), tokenizer
-    source = _resolve(cfg.name_or_path)
+    source = _resolve(cfg.name_or_path, labels)
     try:
         net = ErnieForSequenceClassification.from_pretrained(source, num_labels=num_labels, **dropout)
         tokenizer = ErnieTokenizer.from_pretrained(source)
@@ -65,15 +84,7 @@ def build_classifier(cfg: ModelConfig, num_labels: int):
     return TextClassifier(net), tokenizer
 
 
-def load_classifier(folder):
-    """Load a (TextClassifier, tokenizer) saved by a training run's checkpoint."""
-    if not (Path(folder) / "config.json").exists():
-        raise ModelError(f"`{folder}` is not a checkpoint folder (no config.json)")
-    folder = str(folder)
-    return TextClassifier(ErnieForSequenceClassification.from_pretrained(folder)), ErnieTokenizer.from_pretrained(folder)
-
-
-def _resolve(name_or_path: str) -> str:
+def _resolve(name_or_path: str, labels: LabelVocab) -> str:
     from ernie_qat.models.builtin import BUILTIN_MODELS
     if name_or_path in BUILTIN_MODELS:
         return str(BUILTIN_MODELS[name_or_path]())
@@ -81,8 +92,19 @@ def _resolve(name_or_path: str) -> str:
     if path.is_dir():
         if not (path / "config.json").exists() and not (path / "model_config.json").exists():
             raise ModelError(f"`{path}` is not a PaddleNLP model directory (no config.json)")
+        _check_checkpoint_start(path, labels)
         return str(path)
     if name_or_path in ErnieForSequenceClassification.pretrained_init_configuration:
         return name_or_path
     raise ModelError(f"`model.name_or_path`: `{name_or_path}` is neither a directory, a built-in model "
                      f"({', '.join(BUILTIN_MODELS)}, random) nor a PaddleNLP ERNIE name")
+
+
+def _check_checkpoint_start(path: Path, labels: LabelVocab) -> None:
+    """A checkpoint of an earlier run is a valid start only if FP32 and trained on the same labels."""
+    if (path / LabelVocab.FILE).exists() and LabelVocab.load(path).labels != labels.labels:
+        raise ModelError(f"`{path}` was trained on labels {LabelVocab.load(path).labels}, "
+                         f"this data has {labels.labels}")
+    run_config = path / "config.yaml"
+    if run_config.exists() and load_config(run_config).quant.method != "none":
+        raise ModelError(f"`{path}` is a quantized checkpoint; start from an FP32 checkpoint")

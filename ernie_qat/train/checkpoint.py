@@ -12,12 +12,15 @@ from typing import Dict, Optional
 
 import paddle
 
-from ernie_qat.config import Config
+from paddlenlp.transformers import ErnieConfig, ErnieForSequenceClassification, ErnieTokenizer
+
+from ernie_qat.config import Config, load_config
 from ernie_qat.data.loader import LabelVocab
+from ernie_qat.models.classifier import ModelError, TextClassifier
+from ernie_qat.plugins import build_transforms
 
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.pdopt"
-WEIGHTS_FILE = "model_state.pdparams"
 
 
 def save_checkpoint(folder: Path, model, tokenizer, labels: LabelVocab, cfg: Config,
@@ -41,10 +44,28 @@ def save_checkpoint(folder: Path, model, tokenizer, labels: LabelVocab, cfg: Con
     shutil.rmtree(stale, ignore_errors=True)
 
 
+def load_checkpoint(folder: Path):
+    """Rebuild a checkpoint's model as it was trained (model transforms such as QAT re-applied).
+
+    Returns:
+        (TextClassifier in eval mode, tokenizer, LabelVocab, Config of the run).
+    """
+    folder = Path(folder)
+    if not (folder / "config.yaml").exists() or not (folder / "config.json").exists():
+        raise ModelError(f"`{folder}` is not a checkpoint folder written by tools/train.py")
+    cfg = load_config(folder / "config.yaml")
+    model = TextClassifier(ErnieForSequenceClassification(ErnieConfig.from_pretrained(str(folder))))
+    for transform in build_transforms(cfg):
+        model = transform.prepare(model)
+    model.load_weights(folder)
+    model.eval()
+    return model, ErnieTokenizer.from_pretrained(str(folder)), LabelVocab.load(folder), cfg
+
+
 def restore_training(folder: Path, model, optimizer) -> dict:
     """Load weights and optimizer state saved by `save_checkpoint`; returns the trainer state."""
     folder = Path(folder)
-    model.net.set_state_dict(paddle.load(str(folder / WEIGHTS_FILE)))
+    model.load_weights(folder)
     structured = {v: k for k, v in _param_names(model).items()}
     optimizer.set_state_dict(_rename_params(paddle.load(str(folder / OPTIMIZER_FILE)), structured))
     return json.loads((folder / STATE_FILE).read_text())

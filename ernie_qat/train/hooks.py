@@ -4,11 +4,11 @@
 - `StepStrategy`: how one optimizer step uses the forward/backward closure (SAM calls it twice).
 - `ModelTransform`: rewrites the model once before training (QAT wraps layers in fake-quant).
 
-`Plugins` holds what one run uses; `build_plugins(cfg)` reads it from the config sections, and
-each method module registers its builder in the matching table.
+`Plugins` holds what one run uses. Each method module registers a builder (Config -> plugin, or
+None when the config leaves it off) in the matching table; `ernie_qat.plugins` builds them.
 """
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Protocol, Tuple
+from typing import Callable, Dict, List, Protocol, Tuple
 
 import paddle
 
@@ -48,15 +48,3 @@ TRANSFORMS: Dict[str, Callable] = {}
 LOSS_TERMS: Dict[str, Callable] = {}
 STEP_STRATEGIES: Dict[str, Callable] = {}
 
-
-def build_plugins(cfg) -> Plugins:
-    """The plugins the config enables, in registration order."""
-    strategies = [s for s in (build(cfg) for build in STEP_STRATEGIES.values()) if s is not None]
-    if len(strategies) > 1:
-        raise ValueError(f"more than one optimizer-step strategy enabled: {strategies}")
-    plugins = Plugins(
-        transforms=[t for t in (build(cfg) for build in TRANSFORMS.values()) if t is not None],
-        loss_terms=[t for t in (build(cfg) for build in LOSS_TERMS.values()) if t is not None])
-    if strategies:
-        plugins.step_strategy = strategies[0]
-    return plugins

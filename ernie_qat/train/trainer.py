@@ -22,8 +22,9 @@ from ernie_qat.config import Config
 from ernie_qat.data.batching import Encoded, collate, encode, eval_batches, train_batches
 from ernie_qat.data.loader import LabelVocab, read_examples
 from ernie_qat.data.sources import load_splits
-from ernie_qat.models.classifier import build_classifier, load_classifier
-from ernie_qat.train.checkpoint import restore_training, save_checkpoint
+from ernie_qat.models.classifier import build_classifier
+from ernie_qat.plugins import build_plugins
+from ernie_qat.train.checkpoint import load_checkpoint, restore_training, save_checkpoint
 from ernie_qat.train.hooks import Plugins
 from ernie_qat.train.metrics import classification_metrics
 
@@ -41,7 +42,7 @@ def fit(cfg: Config, plugins: Optional[Plugins] = None, resume: bool = False) ->
     Returns:
         results.json's content: best dev metrics, test metrics, steps and wall time.
     """
-    plugins = plugins or Plugins()
+    plugins = plugins or build_plugins(cfg)
     wall_start = time.time()
     tc = cfg.train
     out = Path(tc.output_dir)
@@ -56,7 +57,7 @@ def fit(cfg: Config, plugins: Optional[Plugins] = None, resume: bool = False) ->
     paddle.seed(tc.seed)
     splits = load_splits(cfg.data, tc.seed)
     labels = LabelVocab.from_examples(splits["train"])
-    model, tokenizer = build_classifier(cfg.model, len(labels))
+    model, tokenizer = build_classifier(cfg.model, labels)
     for transform in plugins.transforms:
         model = transform.prepare(model)
     data = {name: encode(examples, tokenizer, cfg.data.max_seq_len, labels) for name, examples in splits.items()}
@@ -145,7 +146,7 @@ def fit(cfg: Config, plugins: Optional[Plugins] = None, resume: bool = False) ->
     metrics_log.close()
 
     # ---- final evaluation of the best checkpoint
-    best_model, _ = load_classifier(best_dir)
+    best_model = load_checkpoint(best_dir)[0]
     results = {"best_step": state["best_step"], "steps": step, "train_seconds": round(state["train_seconds"], 1),
                "wall_seconds_this_process": round(time.time() - wall_start, 1),
                "dev": evaluate(best_model, data["dev"], tc.eval_batch_size)}
@@ -172,8 +173,7 @@ def evaluate(model, items: List[Encoded], batch_size: int) -> Dict[str, float]:
 
 def evaluate_checkpoint(folder: Path, cfg: Config, split_file: Optional[str] = None) -> Dict[str, dict]:
     """Metrics of a saved checkpoint on the config's dev/test splits, or on one labelled file."""
-    model, tokenizer = load_classifier(folder)
-    labels = LabelVocab.load(folder)
+    model, tokenizer, labels, _ = load_checkpoint(folder)
     splits = {Path(split_file).name: read_examples(split_file)} if split_file else \
         {k: v for k, v in load_splits(cfg.data, cfg.train.seed).items() if k != "train"}
     return {name: evaluate(model, encode(examples, tokenizer, cfg.data.max_seq_len, labels), cfg.train.eval_batch_size)
