@@ -22,6 +22,8 @@ def config_from_args(args: argparse.Namespace):
 
 def run(main: Callable[[], None]) -> None:
     """Run `main`; a user error prints `error: ...` and exits 2 (1 for network failures), no traceback."""
+    from ernie_qat.deploy import DeployError
+    from ernie_qat.export import ExportError
     from ernie_qat.models.classifier import ModelError
     from ernie_qat.train.trainer import RunExistsError
     try:
@@ -29,7 +31,7 @@ def run(main: Callable[[], None]) -> None:
     except FetchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
-    except USER_ERRORS + (ModelError, RunExistsError) as exc:
+    except USER_ERRORS + (ModelError, RunExistsError, ExportError, DeployError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

@@ -6,7 +6,7 @@ of them by length, cuts batches, and shuffles the batches. The order depends onl
 (seed, epoch), so a resumed run sees the same batches as an uninterrupted one.
 """
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 
@@ -69,3 +69,16 @@ def collate(items: Sequence[Encoded], pad_token_id: int) -> dict:
         token_type_ids[row, :len(x.token_type_ids)] = x.token_type_ids
     return {"input_ids": input_ids, "token_type_ids": token_type_ids,
             "labels": np.array([x.label for x in items], dtype=np.int64)}
+
+
+def batched_scores(score: Callable[[np.ndarray, np.ndarray], np.ndarray], items: Sequence[Encoded],
+                   batch_size: int, pad_token_id: int) -> np.ndarray:
+    """Scores [N, C] of `items` in their order; `score` maps padded (input_ids, token_type_ids) [B, L] to [B, C]."""
+    out = None
+    for indices in eval_batches([len(x.input_ids) for x in items], batch_size):
+        batch = collate([items[i] for i in indices], pad_token_id)
+        scores = score(batch["input_ids"], batch["token_type_ids"])
+        if out is None:
+            out = np.zeros((len(items), scores.shape[1]), dtype=np.float32)
+        out[indices] = scores
+    return out

@@ -8,6 +8,7 @@ Outputs in `train.output_dir`: config.yaml, metrics.jsonl, checkpoints/{last,bes
 """
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -19,7 +20,7 @@ from paddlenlp.transformers import LinearDecayWithWarmup
 from tqdm import tqdm
 
 from ernie_qat.config import Config
-from ernie_qat.data.batching import Encoded, collate, encode, eval_batches, train_batches
+from ernie_qat.data.batching import Encoded, batched_scores, collate, encode, train_batches
 from ernie_qat.data.loader import LabelVocab, read_examples
 from ernie_qat.data.sources import load_splits
 from ernie_qat.models.classifier import build_classifier
@@ -86,7 +87,8 @@ def fit(cfg: Config, plugins: Optional[Plugins] = None, resume: bool = False) ->
 
     # ---- the loop
     step = state["step"]
-    progress = tqdm(total=total_steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
+    progress = tqdm(total=total_steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
+                    mininterval=1.0 if sys.stderr.isatty() else 30.0)  # a log file gets a line per 30 s
     window = {"loss": 0.0, "examples": 0, "steps": 0, "start": time.time()}
     window_terms: Dict[str, float] = {}
     while step < total_steps:
@@ -157,18 +159,19 @@ def fit(cfg: Config, plugins: Optional[Plugins] = None, resume: bool = False) ->
 
 
 @paddle.no_grad()
-def evaluate(model, items: List[Encoded], batch_size: int) -> Dict[str, float]:
-    """Loss and metrics of `model` on labelled encoded examples."""
+def predict_logits(model, items: List[Encoded], batch_size: int) -> np.ndarray:
+    """Logits [N, C] of `model` (put in eval mode) for encoded examples, in their order."""
     model.eval()
-    predictions, labels, loss_sum = [], [], 0.0
-    for indices in eval_batches([len(x.input_ids) for x in items], batch_size):
-        batch = collate([items[i] for i in indices], model.pad_token_id)
-        logits = model(paddle.to_tensor(batch["input_ids"]), paddle.to_tensor(batch["token_type_ids"]))
-        loss_sum += float(F.cross_entropy(logits, paddle.to_tensor(batch["labels"]), reduction="sum"))
-        predictions.append(logits.argmax(axis=-1).numpy())
-        labels.append(batch["labels"])
-    labels_all, predictions_all = np.concatenate(labels), np.concatenate(predictions)
-    return {"loss": loss_sum / len(items), **classification_metrics(labels_all, predictions_all)}
+    return batched_scores(lambda ids, types: model(paddle.to_tensor(ids), paddle.to_tensor(types)).numpy(),
+                          items, batch_size, model.pad_token_id)
+
+
+def evaluate(model, items: List[Encoded], batch_size: int) -> Dict[str, float]:
+    """Mean cross-entropy and metrics of `model` on labelled encoded examples."""
+    logits = predict_logits(model, items, batch_size)
+    labels = np.array([x.label for x in items])
+    loss = float(F.cross_entropy(paddle.to_tensor(logits), paddle.to_tensor(labels)))
+    return {"loss": loss, **classification_metrics(labels, logits.argmax(axis=1))}
 
 
 def evaluate_checkpoint(folder: Path, cfg: Config, split_file: Optional[str] = None) -> Dict[str, dict]:

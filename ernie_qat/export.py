@@ -1,0 +1,105 @@
+"""Export a training checkpoint as a self-contained Paddle Inference deployment folder, and verify it.
+
+The folder gets `model.pdmodel` / `model.pdiparams`, the tokenizer files, `labels.json` and
+`deploy.yaml` (max_seq_len, precision, how the model was quantized, where it came from). A model
+transform that changes what inference should run (QAT's fake-quant ops, which carry the INT8
+scales) provides `save_inference_model(model, prefix)`; otherwise the FP32 graph is saved.
+"""
+import copy
+import dataclasses
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict
+
+import numpy as np
+import paddle
+import yaml
+
+import ernie_qat
+from ernie_qat.data.batching import encode
+from ernie_qat.data.loader import read_examples
+from ernie_qat.deploy import DEPLOY_FILE, MODEL_PREFIX, PRECISIONS, Predictor
+from ernie_qat.models.classifier import INPUT_SPEC
+from ernie_qat.plugins import build_transforms
+from ernie_qat.train.checkpoint import load_checkpoint
+from ernie_qat.train.metrics import classification_metrics
+from ernie_qat.train.trainer import predict_logits
+
+MIN_AGREEMENT = 99.0  # % of examples on which the exported model's argmax equals the trained model's
+MAX_METRIC_DROP = 0.5  # accuracy points the exported model may lose against the trained model
+
+
+class ExportError(ValueError):
+    """The checkpoint cannot be exported as asked."""
+
+
+def export(checkpoint, output, precision: str = "int8") -> Path:
+    """Write the deployment folder `output` for `checkpoint` at `precision` ("int8" or "fp32").
+
+    Raises:
+        ExportError: INT8 asked for a checkpoint without quantization scales, or a bad precision.
+    """
+    if precision not in PRECISIONS:
+        raise ExportError(f"`--precision` must be one of {list(PRECISIONS)}, got {precision!r}")
+    model, tokenizer, labels, cfg = load_checkpoint(checkpoint)
+    savers = [t for t in build_transforms(cfg) if hasattr(t, "save_inference_model")]
+    if precision == "int8" and not savers:
+        raise ExportError(f"`{checkpoint}` is an FP32 checkpoint without calibration: it has no quantization "
+                          "scales to export as INT8. Fine-tune it with `quant.method: qat` "
+                          "(model.name_or_path: this checkpoint), or export it with --precision fp32.")
+    output = Path(output)
+    staging = output.with_name(output.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    prefix = str(staging / MODEL_PREFIX)
+    with warnings.catch_warnings():  # paddle warns that input_spec needs full_graph, yet honours it
+        warnings.filterwarnings("ignore", message="full_graph=False")
+        if savers:
+            savers[-1].save_inference_model(model, prefix)
+        else:
+            paddle.jit.save(copy.deepcopy(model), prefix, input_spec=INPUT_SPEC)
+    tokenizer.save_pretrained(str(staging))
+    labels.save(staging)
+    deploy = {"format": 1, "ernie_qat_version": ernie_qat.__version__, "precision": precision,
+              "max_seq_len": cfg.data.max_seq_len,
+              "quantization": dataclasses.asdict(cfg.quant) if cfg.quant.method != "none" else None,
+              "checkpoint": str(Path(checkpoint).resolve())}
+    (staging / DEPLOY_FILE).write_text(yaml.safe_dump(deploy, sort_keys=False))
+    shutil.rmtree(output, ignore_errors=True)
+    staging.rename(output)
+    return output
+
+
+@dataclass
+class Verification:
+    examples: int
+    agreement: float            # % of examples with the same argmax in both models
+    max_abs_logit_diff: float
+    trained: Dict[str, float]   # metrics of the dygraph model (fake-quantized if QAT)
+    exported: Dict[str, float]  # metrics of the Paddle Inference predictor
+
+    @property
+    def accuracy_drop(self) -> float:
+        return self.trained["accuracy"] - self.exported["accuracy"]
+
+    @property
+    def passed(self) -> bool:
+        return self.agreement >= MIN_AGREEMENT and self.accuracy_drop <= MAX_METRIC_DROP
+
+
+def verify(deploy_dir, data_file, threads=None) -> Verification:
+    """Compare the exported predictor with the trained checkpoint it came from on labelled data."""
+    predictor = Predictor(deploy_dir, threads=threads)
+    model, tokenizer, labels, cfg = load_checkpoint(predictor.deploy["checkpoint"])
+    items = encode(read_examples(data_file), tokenizer, predictor.max_seq_len, labels)
+    trained = predict_logits(model, items, cfg.train.eval_batch_size)
+    exported = predictor.predict_logits(items)
+    gold = np.array([x.label for x in items])
+    return Verification(
+        examples=len(items),
+        agreement=100.0 * float(np.mean(trained.argmax(1) == exported.argmax(1))),
+        max_abs_logit_diff=float(np.abs(trained - exported).max()),
+        trained=classification_metrics(gold, trained.argmax(1)),
+        exported=classification_metrics(gold, exported.argmax(1)))

@@ -1,0 +1,130 @@
+"""QAT -> export -> Paddle Inference predictor on a tiny model; FP32 round trip; failure cases."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import paddle
+import pytest
+
+from conftest import ROOT
+from ernie_qat.config import ConfigError, load_config
+from ernie_qat.data.batching import encode
+from ernie_qat.data.loader import read_examples
+from ernie_qat.deploy import DeployError, Predictor
+from ernie_qat.export import ExportError, export, verify
+from ernie_qat.quant.quantizers import QUANTIZER_LAYERS, register_quantizer
+from ernie_qat.train.checkpoint import load_checkpoint
+from ernie_qat.train.trainer import fit, predict_logits
+
+
+def trained(toy_task, name: str, *overrides: str):
+    """Train the toy task into `<tmp>/<name>` (FP32, or QAT with quant overrides) and return its best checkpoint."""
+    cfg = load_config(toy_task["config"], [f"train.output_dir={toy_task['dir'] / name}", *overrides])
+    fit(cfg)
+    return toy_task["dir"] / name / "checkpoints" / "best"
+
+
+def reference_logits(checkpoint, data_file, max_seq_len=32):
+    model, tokenizer, labels, _ = load_checkpoint(checkpoint)
+    items = encode(read_examples(data_file), tokenizer, max_seq_len, labels)
+    return predict_logits(model, items, 64), items
+
+
+def run_tool(name, *args, stdin=None):
+    return subprocess.run([sys.executable, str(ROOT / "tools" / name), *map(str, args)],
+                          capture_output=True, timeout=600, input=stdin)
+
+
+@pytest.fixture
+def fp32_checkpoint(toy_task):
+    return trained(toy_task, "fp32")
+
+
+def test_qat_int8_predictor_matches_dygraph_qat_model(toy_task, fp32_checkpoint):
+    qat = trained(toy_task, "qat", "quant.method=qat", f"model.name_or_path={fp32_checkpoint}",
+                  "train.learning_rate=5e-4")
+    model = load_checkpoint(qat)[0]
+    assert type(model.net.ernie.encoder.layers[0].linear1._layer).__name__ == "QuantizedLinear"
+    assert type(model.net.classifier._layer).__name__ == "Linear"  # output scale only, by default
+    deploy = export(qat, toy_task["dir"] / "deploy_int8", "int8")
+    assert {"model.pdmodel", "model.pdiparams", "vocab.txt", "labels.json", "deploy.yaml"} <= \
+        {p.name for p in deploy.iterdir()}
+    reference, items = reference_logits(qat, toy_task["dir"] / "test.tsv")
+    int8 = Predictor(deploy, threads=1).predict_logits(items)
+    # INT8 kernels round activations the fake-quant graph keeps in float: logits agree to ~2% of their range.
+    assert np.abs(int8 - reference).max() < 0.05 * np.abs(reference).max()
+    assert np.mean(int8.argmax(1) == reference.argmax(1)) >= 0.98
+    report = verify(deploy, toy_task["dir"] / "test.tsv", threads=1)
+    assert report.passed and report.examples == 64 and report.exported["accuracy"] > 90
+
+
+def test_fp32_export_round_trip(toy_task, fp32_checkpoint):
+    deploy = export(fp32_checkpoint, toy_task["dir"] / "deploy_fp32", "fp32")
+    reference, items = reference_logits(fp32_checkpoint, toy_task["dir"] / "test.tsv")
+    np.testing.assert_allclose(Predictor(deploy).predict_logits(items), reference, rtol=0, atol=1e-4)
+    predictions = Predictor(deploy).predict(["the film was good", "awful plot"])
+    assert [p.label for p in predictions] == ["pos", "neg"]
+    assert all(abs(sum(p.probabilities.values()) - 1) < 1e-5 for p in predictions)
+
+
+def test_int8_export_of_fp32_checkpoint_fails_clearly(toy_task, fp32_checkpoint):
+    with pytest.raises(ExportError, match="FP32 checkpoint without calibration.*quant.method: qat"):
+        export(fp32_checkpoint, toy_task["dir"] / "deploy", "int8")
+    result = run_tool("export.py", "--checkpoint", fp32_checkpoint, "--output", toy_task["dir"] / "deploy")
+    assert result.returncode == 2 and b"Traceback" not in result.stderr
+    assert not (toy_task["dir"] / "deploy").exists()
+
+
+def test_predictor_errors(toy_task, fp32_checkpoint):
+    deploy = export(fp32_checkpoint, toy_task["dir"] / "deploy_fp32", "fp32")
+    with pytest.raises(DeployError, match="FP32 export without quantization scales"):
+        Predictor(deploy, precision="int8")
+    with pytest.raises(DeployError, match="is not a deployment folder"):
+        Predictor(toy_task["dir"])
+    with pytest.raises(DeployError, match=r"texts \[1\] are empty"):
+        Predictor(deploy).predict(["good", "  "])
+
+
+def test_infer_cli_edge_cases_and_eval(toy_task, fp32_checkpoint):
+    deploy = export(fp32_checkpoint, toy_task["dir"] / "deploy_fp32", "fp32")
+    lines = b"the film was good\n\nbad " + b"plot " * 100 + b"\ncaf\xe9 was awful\n"
+    result = run_tool("infer.py", "--model", deploy, "--input", "-", stdin=lines)
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    assert [r["line"] for r in records] == [1, 2, 3, 4]
+    assert records[0]["label"] == "pos" and "truncated" not in records[0]
+    assert records[1] == {"line": 2, "label": None, "error": "empty text"}
+    assert records[2]["truncated"] is True and records[2]["label"] == "neg"
+    assert records[3]["decode_error"] is True and records[3]["label"] == "neg"
+
+    evaluated = run_tool("infer.py", "--model", deploy, "--input", toy_task["dir"] / "test.tsv", "--eval")
+    assert evaluated.returncode == 0, evaluated.stderr
+    metrics = json.loads(evaluated.stdout)
+    assert metrics["examples"] == 64 and metrics["accuracy"] == pytest.approx(
+        verify(deploy, toy_task["dir"] / "test.tsv").exported["accuracy"])
+    assert b"quantized" not in evaluated.stdout + evaluated.stderr
+
+
+class ClampQuantizer(paddle.nn.Layer):
+    """A stand-in custom quantizer: 8-bit symmetric fake quantization with a straight-through gradient."""
+    calls = 0
+
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+
+    def forward(self, x):
+        ClampQuantizer.calls += 1
+        scale = x.abs().max().detach() / 127 + 1e-8
+        return x + ((x / scale).round() * scale - x).detach()
+
+
+def test_custom_quantizer_layer_plugs_in_through_config(toy_task, fp32_checkpoint, monkeypatch):
+    monkeypatch.setitem(QUANTIZER_LAYERS, "clamp8", ClampQuantizer)
+    trained(toy_task, "custom", "quant.method=qat", "quant.weight_quantizer=clamp8", "train.max_steps=2",
+            f"model.name_or_path={fp32_checkpoint}")
+    assert ClampQuantizer.calls > 0
+    with pytest.raises(ConfigError, match=r"`quant.weight_quantizer`: unknown quantizer `clamp9`.*did you mean `clamp8`"):
+        trained(toy_task, "bad", "quant.method=qat", "quant.weight_quantizer=clamp9")
+    assert register_quantizer("x")(ClampQuantizer) is ClampQuantizer
+    QUANTIZER_LAYERS.pop("x")
