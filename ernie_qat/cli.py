@@ -10,8 +10,8 @@ from ernie_qat.fetch import FetchError
 USER_ERRORS = (ConfigError, DataError, FetchError)
 
 
-def add_config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="YAML run configuration")
+def add_config_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument("--config", required=required, help="YAML run configuration")
     parser.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. -o train.learning_rate=3e-5 (repeatable)")
 

@@ -20,6 +20,7 @@ import yaml
 import ernie_qat
 from ernie_qat.data.batching import encode
 from ernie_qat.data.loader import read_examples
+from ernie_qat.data.sources import data_file
 from ernie_qat.deploy import DEPLOY_FILE, MODEL_PREFIX, PRECISIONS, Predictor
 from ernie_qat.models.classifier import INPUT_SPEC
 from ernie_qat.plugins import build_transforms
@@ -89,11 +90,15 @@ class Verification:
         return self.agreement >= MIN_AGREEMENT and self.accuracy_drop <= MAX_METRIC_DROP
 
 
-def verify(deploy_dir, data_file, threads=None) -> Verification:
-    """Compare the exported predictor with the trained checkpoint it came from on labelled data."""
+def verify(deploy_dir, data: str, threads=None) -> Verification:
+    """Compare the exported predictor with the trained checkpoint it came from on labelled data.
+
+    Args:
+        data: a labelled TSV/CSV/JSONL file, or `dataset:split` of a built-in dataset.
+    """
     predictor = Predictor(deploy_dir, threads=threads)
     model, tokenizer, labels, cfg = load_checkpoint(predictor.deploy["checkpoint"])
-    items = encode(read_examples(data_file), tokenizer, predictor.max_seq_len, labels)
+    items = encode(read_examples(data_file(data)), tokenizer, predictor.max_seq_len, labels)
     trained = predict_logits(model, items, cfg.train.eval_batch_size)
     exported = predictor.predict_logits(items)
     gold = np.array([x.label for x in items])

@@ -214,3 +214,10 @@ def test_cli(home, monkeypatch):
                          capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.startswith("error: unknown name 'imbd'") and "Traceback" not in bad.stderr
+
+
+def test_data_file_names_builtin_splits(home, monkeypatch):
+    from ernie_qat.data.sources import data_file
+    monkeypatch.setenv("ERNIE_QAT_HOME", str(home))
+    assert data_file("mr:test") == home / "data" / "mr" / "test.jsonl"
+    assert data_file("my:file.tsv") == Path("my:file.tsv") and data_file(Path("a.tsv")) == Path("a.tsv")

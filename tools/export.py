@@ -1,10 +1,10 @@
 """Export a checkpoint as a Paddle Inference deployment folder, optionally verified on labelled data.
 
     python tools/export.py --checkpoint runs/r8_minilm_qat/checkpoints/best --output deploy/r8_int8 \
-        [--precision int8|fp32] [--verify DATA_FILE]
+        [--precision int8|fp32] [--verify DATA_FILE|r8:test]
 
 --verify runs the exported model (oneDNN, INT8 if exported so) and the trained dygraph model on
-DATA_FILE and exits 1 if their argmax agrees on fewer than 99% of examples or accuracy drops by
+the data and exits 1 if their argmax agrees on fewer than 99% of examples or accuracy drops by
 more than 0.5 points.
 """
 import argparse
@@ -19,7 +19,8 @@ def main() -> None:
     parser.add_argument("--checkpoint", required=True, help="a checkpoint folder written by tools/train.py")
     parser.add_argument("--output", required=True, help="the deployment folder to write")
     parser.add_argument("--precision", default="int8", choices=["int8", "fp32"])
-    parser.add_argument("--verify", metavar="DATA_FILE", help="labelled TSV/CSV/JSONL to check the export on")
+    parser.add_argument("--verify", metavar="DATA", help="labelled TSV/CSV/JSONL, or dataset:split (e.g. r8:test), "
+                                                         "to check the export on")
     parser.add_argument("--threads", type=int, help="predictor threads for --verify (default: usable cores)")
     args = parser.parse_args()
     from ernie_qat.export import MAX_METRIC_DROP, MIN_AGREEMENT, export, verify

@@ -3,6 +3,7 @@
     python tools/infer.py --model deploy/r8_int8 --input texts.txt [--output preds.jsonl]
     echo "oil prices rose" | python tools/infer.py --model deploy/r8_int8 --input -
     python tools/infer.py --model deploy/r8_int8 --input test.jsonl --eval
+    python tools/infer.py --model deploy/r8_int8 --input r8:test --eval     # a built-in dataset's split
 
 Input: a labelled or unlabelled .tsv/.csv/.jsonl file (columns `text`, optional `text_pair`,
 `label`), or plain text with one text per line (any other suffix, or `-` for stdin).
@@ -15,7 +16,6 @@ only with --output.
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from ernie_qat import cli
 
@@ -49,17 +49,19 @@ def main() -> None:
     args = parser.parse_args()
 
     from ernie_qat.data.loader import DataError, read_examples
+    from ernie_qat.data.sources import data_file
     from ernie_qat.deploy import Predictor
     from ernie_qat.train.metrics import classification_metrics
 
     predictor = Predictor(args.model, precision=args.precision, threads=args.threads, batch_size=args.batch_size)
-    if args.input != "-" and Path(args.input).suffix.lower() in TABLE_SUFFIXES:
-        examples = read_examples(args.input, require_label=args.eval)
+    path = data_file(args.input)
+    if args.input != "-" and path.suffix.lower() in TABLE_SUFFIXES:
+        examples = read_examples(path, require_label=args.eval)
         rows = [(int(e.where.rsplit(":", 1)[1]), e.text, e.text_pair, e.label, False) for e in examples]
     else:
         if args.eval:
             raise DataError("--eval needs labelled input: a .tsv/.csv/.jsonl file with a `label` column")
-        source = sys.stdin.buffer if args.input == "-" else open(args.input, "rb")
+        source = sys.stdin.buffer if args.input == "-" else open(path, "rb")
         rows = [(n, text, None, None, bad) for n, text, bad in read_plain_lines(source)]
 
     texts = [r for r in rows if r[1]]

@@ -25,6 +25,15 @@ def load_splits(cfg: DataConfig, seed: int) -> Dict[str, List[Example]]:
     return splits
 
 
+def data_file(spec) -> Path:
+    """A data file: a path, or `dataset:split` naming a built-in dataset's split (e.g. `r8:test`)."""
+    from ernie_qat.data.builtin import DATASETS, SPLITS, prepare_dataset
+    name, sep, split = str(spec).partition(":")
+    if sep and name in DATASETS and split in SPLITS:
+        return prepare_dataset(name) / f"{split}.jsonl"
+    return Path(spec)
+
+
 def _hold_out(examples: List[Example], fraction: float, seed: int):
     labels = [e.label for e in examples]
     stratify = labels if min(labels.count(x) for x in set(labels)) >= 2 else None

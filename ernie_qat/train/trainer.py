@@ -22,7 +22,7 @@ from tqdm import tqdm
 from ernie_qat.config import Config
 from ernie_qat.data.batching import Encoded, batched_scores, collate, encode, train_batches
 from ernie_qat.data.loader import LabelVocab, read_examples
-from ernie_qat.data.sources import load_splits
+from ernie_qat.data.sources import data_file, load_splits
 from ernie_qat.models.classifier import build_classifier
 from ernie_qat.plugins import build_plugins
 from ernie_qat.train.checkpoint import load_checkpoint, restore_training, save_checkpoint
@@ -177,7 +177,7 @@ def evaluate(model, items: List[Encoded], batch_size: int) -> Dict[str, float]:
 def evaluate_checkpoint(folder: Path, cfg: Config, split_file: Optional[str] = None) -> Dict[str, dict]:
     """Metrics of a saved checkpoint on the config's dev/test splits, or on one labelled file."""
     model, tokenizer, labels, _ = load_checkpoint(folder)
-    splits = {Path(split_file).name: read_examples(split_file)} if split_file else \
+    splits = {split_file: read_examples(data_file(split_file))} if split_file else \
         {k: v for k, v in load_splits(cfg.data, cfg.train.seed).items() if k != "train"}
     return {name: evaluate(model, encode(examples, tokenizer, cfg.data.max_seq_len, labels), cfg.train.eval_batch_size)
             for name, examples in splits.items()}
