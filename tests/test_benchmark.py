@@ -1,0 +1,95 @@
+"""Inference benchmark on the tiny synthetic shape: exports load, timings are well formed, the CLI writes its files.
+
+Nothing here asserts speed: the machine may be busy.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from ernie_qat.benchmark import (model_size_mb, random_inputs, run_benchmark, synthetic_deploy_dirs,
+                                 time_predictor)
+from ernie_qat.deploy import Predictor
+
+ROW_KEYS = {"model", "engine", "threads", "batch", "seq_len", "p50_ms", "p90_ms", "p99_ms", "throughput",
+            "speedup", "size_mb"}
+
+
+@pytest.fixture(scope="module")
+def tiny_dirs(tmp_path_factory):
+    return synthetic_deploy_dirs("tiny", tmp_path_factory.mktemp("bench") / "tiny")
+
+
+def test_synthetic_exports_load_and_agree(tiny_dirs):
+    assert synthetic_deploy_dirs("tiny", tiny_dirs["fp32"].parent) == tiny_dirs  # cached
+    fp32 = Predictor(tiny_dirs["fp32"], threads=1)
+    int8 = Predictor(tiny_dirs["int8"], threads=1)
+    assert (fp32.precision, int8.precision) == ("fp32", "int8")
+    ids, types = random_inputs(np.random.default_rng(0), 32, 24, len(fp32.tokenizer.vocab))
+    a, b = fp32.logits(ids, types), int8.logits(ids, types)
+    assert a.shape == b.shape == (32, 2)
+    # Random weights give near-tied logits: demand agreement where the FP32 margin exceeds the INT8 error.
+    error = np.abs(a - b).max()
+    assert error < 0.5 * np.abs(a).max()
+    clear = np.abs(a[:, 0] - a[:, 1]) > 2 * error
+    assert clear.sum() >= 8 and (a.argmax(1) == b.argmax(1))[clear].all()
+    assert model_size_mb(tiny_dirs["fp32"]) > 0
+
+
+def test_time_predictor(tiny_dirs):
+    stats = time_predictor(Predictor(tiny_dirs["int8"], threads=1), batch=2, seq_len=16, runs=5, warmup=1)
+    assert 0 < stats["p50_ms"] <= stats["p90_ms"] <= stats["p99_ms"]
+    assert stats["throughput"] > 0
+
+
+def test_run_benchmark_rows(tiny_dirs):
+    rows = run_benchmark({"tiny": tiny_dirs}, batches=[1, 2], seq_lens=[8], threads_list=[1], runs=2, warmup=1)
+    assert [r["engine"] for r in rows] == ["paddle-fp32", "paddle-int8"] * 2
+    assert all(ROW_KEYS <= set(r) for r in rows)
+    assert all(r["speedup"] == 1.0 for r in rows if r["engine"] == "paddle-fp32")
+    assert [(r["batch"], r["seq_len"]) for r in rows] == [(1, 8), (1, 8), (2, 8), (2, 8)]
+
+
+def test_run_benchmark_onnxruntime(tiny_dirs, tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("paddle2onnx")
+    monkeypatch.setenv("ERNIE_QAT_HOME", str(tmp_path))  # the ONNX files are cached there
+    rows = run_benchmark({"tiny": tiny_dirs}, batches=[2], seq_lens=[8], threads_list=[1], runs=2, warmup=1, ort=True)
+    assert [r["engine"] for r in rows] == ["paddle-fp32", "paddle-int8", "ort-fp32", "ort-int8"]
+    assert all(r["ort_path"] for r in rows if r["engine"].startswith("ort"))
+    assert "quantize_dynamic" in rows[-1]["ort_path"]
+
+
+def test_cli_writes_json_and_png(tmp_path):
+    out_json, out_png = tmp_path / "bench.json", tmp_path / "bench.png"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "benchmark.py"), "--shape", "tiny", "--batch", "1", "--seq-len", "16",
+         "--threads", "1", "--runs", "2", "--warmup", "1", "--no-ort", "--json", str(out_json), "--png", str(out_png)],
+        capture_output=True, timeout=300, env={**os.environ, "ERNIE_QAT_HOME": str(tmp_path / "home")})
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    report = json.loads(out_json.read_text())
+    assert [r["engine"] for r in report["rows"]] == ["paddle-fp32", "paddle-int8"]
+    assert report["machine"]["cores"] >= 1 and report["machine"]["versions"]["paddlepaddle"]
+    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert b"paddle-int8" in result.stdout
+
+
+def test_cli_real_export_and_user_errors(tiny_dirs, tmp_path):
+    def run(*args):
+        return subprocess.run([sys.executable, str(ROOT / "tools" / "benchmark.py"), *map(str, args)],
+                              capture_output=True, timeout=300)
+    out_json = tmp_path / "bench.json"
+    result = run("--model", tiny_dirs["int8"], "--batch", "1", "--seq-len", "8", "--threads", "1", "--runs", "1",
+                 "--warmup", "0", "--no-ort", "--json", out_json)
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    rows = json.loads(out_json.read_text())["rows"]  # an INT8 export is also timed with its graph in FP32
+    assert [(r["engine"], r["path"]) for r in rows] == [("paddle-fp32", str(tiny_dirs["int8"])),
+                                                        ("paddle-int8", str(tiny_dirs["int8"]))]
+    for args in (["--model", tmp_path], ["--model", tiny_dirs["int8"], "--seq-len", "600"],
+                 ["--model", tiny_dirs["fp32"], "--fp32-model", tiny_dirs["fp32"]]):
+        result = run(*args, "--no-ort")
+        assert result.returncode == 2 and b"error: " in result.stderr and b"Traceback" not in result.stderr, args

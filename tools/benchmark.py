@@ -1,0 +1,124 @@
+"""Benchmark CPU inference: Paddle FP32 vs oneDNN INT8, with ONNX Runtime INT8 as a peer.
+
+    python tools/benchmark.py --shape ernie-base --batch 8 --seq-len 128 --threads 2 --ort
+    python tools/benchmark.py --model deploy/r8_int8 --fp32-model deploy/r8_fp32 --json bench.json --png bench.png
+
+--model takes a deployment folder written by tools/export.py (repeatable). An INT8 export is also
+timed at FP32 (its fake-quant graph runs in FP32) unless --fp32-model pairs it with an FP32 export
+of the same model (the i-th --fp32-model pairs with the i-th --model). --shape adds a random-weight
+model of a named shape (exported once, cached). ONNX Runtime rows need `onnxruntime` and a plain
+FP32 export; they convert it with paddle2onnx, apply ORT's BERT fusion where it works, and quantize
+with `quantize_dynamic`; the `ort_path` column says which path was used.
+
+Latency is per batch in ms (p50/p90/p99 over --runs after --warmup); throughput is sequences/s at
+p50; speedup is against paddle-fp32 of the same model, threads, batch and sequence length.
+"""
+import argparse
+import json
+import os
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+
+from ernie_qat import cli
+
+SHAPES = ["ernie-base", "minilm", "tiny"]
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def machine_info() -> dict:
+    """CPU model, cores, load and library versions, for the JSON report."""
+    cpu, flags = platform.processor(), []
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = line.split(":", 1)[1].split()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for package in ("paddlepaddle", "paddlenlp", "paddleslim", "onnxruntime", "paddle2onnx", "numpy"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {"cpu": cpu, "cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
+            "cpu_flags": sorted(f for f in flags if f.startswith(("avx512", "avx_vnni", "amx"))),
+            "loadavg": os.getloadavg(), "python": platform.python_version(), "versions": versions}
+
+
+def collect_models(args, parser) -> dict:
+    """{name: {"fp32": dir, "int8": dir}} from --model / --fp32-model / --shape."""
+    from ernie_qat.benchmark import BenchmarkError, synthetic_deploy_dirs
+    from ernie_qat.deploy import read_deploy_config
+    if len(args.fp32_model) > len(args.model):
+        parser.error("each --fp32-model pairs with a --model given before it")
+    models = {}
+    for i, folder in enumerate(args.model):
+        precision = read_deploy_config(folder)["precision"]
+        dirs = {"fp32": Path(folder)} if precision == "fp32" else {"int8": Path(folder), "fp32": Path(folder)}
+        if i < len(args.fp32_model):
+            if precision == "fp32":
+                raise BenchmarkError(f"--fp32-model {args.fp32_model[i]} pairs with `{folder}`, "
+                                     "which is already an FP32 export")
+            read_deploy_config(args.fp32_model[i])
+            dirs["fp32"] = Path(args.fp32_model[i])
+        name = Path(folder).resolve().name
+        models[name if name not in models else f"{name}#{i + 1}"] = dirs
+    for shape in dict.fromkeys(args.shape):
+        print(f"preparing synthetic {shape} model (first time: random weights, export, INT8 calibration)",
+              file=sys.stderr)
+        models[shape] = synthetic_deploy_dirs(shape)
+    return models
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", action="append", default=[], metavar="DEPLOY_DIR",
+                        help="a deployment folder from tools/export.py (repeatable)")
+    parser.add_argument("--fp32-model", action="append", default=[], metavar="DEPLOY_DIR",
+                        help="FP32 export paired with the INT8 --model of the same position (repeatable)")
+    parser.add_argument("--shape", action="append", default=[], choices=SHAPES,
+                        help="a random-weight model of this shape (repeatable)")
+    parser.add_argument("--batch", nargs="+", type=positive, default=[1, 8, 32])
+    parser.add_argument("--seq-len", nargs="+", type=positive, default=[64, 128])
+    parser.add_argument("--threads", nargs="+", type=positive, default=[1, 2])
+    parser.add_argument("--runs", type=positive, default=20, help="timed runs per configuration")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed runs before them")
+    parser.add_argument("--ort", action=argparse.BooleanOptionalAction, default=True,
+                        help="add ONNX Runtime rows (skipped with a note if onnxruntime is missing)")
+    parser.add_argument("--json", metavar="PATH", help="write rows and machine info as JSON")
+    parser.add_argument("--png", metavar="PATH", help="write a p50 latency bar chart")
+    args = parser.parse_args()
+    if not args.model and not args.shape:
+        parser.error("give at least one --model or --shape")
+
+    from ernie_qat.benchmark import format_table, plot, run_benchmark
+    machine = machine_info()
+    models = collect_models(args, parser)
+    rows = run_benchmark(models, args.batch, args.seq_len, args.threads, args.runs, args.warmup, ort=args.ort,
+                         progress=True)
+    print(format_table(rows))
+    if args.json:
+        settings = {k: getattr(args, k) for k in ("batch", "seq_len", "threads", "runs", "warmup", "ort")}
+        report = {"machine": machine, "settings": settings,
+                  "models": {name: {p: str(d) for p, d in dirs.items()} for name, dirs in models.items()},
+                  "rows": rows}
+        Path(args.json).write_text(json.dumps(report, indent=1))
+        print(f"wrote {args.json}", file=sys.stderr)
+    if args.png:
+        plot(rows, args.png)
+        print(f"wrote {args.png}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    cli.run(main)
