@@ -28,6 +28,17 @@ def _is_amd_cpu() -> bool:
         return False
 
 
+CPU_SETTINGS = ("OMP_NUM_THREADS", "MKL_DEBUG_CPU_TYPE")
+_chosen_by_user = set()
+
+
+def cpu_settings() -> str:
+    """One line: the CPU math-library settings in force, and whether the user or the toolkit chose them."""
+    parts = [f"{key}={os.environ[key]} ({'user' if key in _chosen_by_user else 'ernie-qat'})"
+             for key in CPU_SETTINGS if key in os.environ]
+    return f"CPU math: {', '.join(parts)}; {_usable_cores()} usable cores"
+
+
 def configure() -> None:
     """Set environment defaults; call before the first `import paddle` (the package does)."""
     cache = cache_dir()
@@ -37,11 +48,13 @@ def configure() -> None:
         "PPNLP_HOME": str(cache / "paddlenlp"),
         "HF_HOME": str(cache / "huggingface"),
         "HF_DATASETS_CACHE": str(cache / "huggingface" / "datasets"),
+        "MPLCONFIGDIR": str(cache / "matplotlib"),
         "HF_HUB_OFFLINE": "1",  # no hub is reachable here; fail fast instead of retrying
         "OMP_NUM_THREADS": str(_usable_cores()),
     }
     if _is_amd_cpu():
         defaults["MKL_DEBUG_CPU_TYPE"] = "5"  # MKL's fast AVX2 path, which it withholds from AMD CPUs
+    _chosen_by_user.update(key for key in CPU_SETTINGS if key in os.environ)
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
     warnings.filterwarnings("ignore", message="Setuptools is replacing distutils")

@@ -20,6 +20,7 @@ from paddlenlp.transformers import LinearDecayWithWarmup
 from tqdm import tqdm
 
 from ernie_qat.config import Config
+from ernie_qat.env import cpu_settings
 from ernie_qat.data.batching import Encoded, batched_scores, collate, encode, train_batches
 from ernie_qat.data.loader import LabelVocab, read_examples
 from ernie_qat.data.sources import data_file, load_splits
@@ -53,6 +54,7 @@ def fit(cfg: Config, plugins: Optional[Plugins] = None, resume: bool = False) ->
                              "or choose another output_dir")
     out.mkdir(parents=True, exist_ok=True)
     cfg.save(out / "config.yaml")
+    print(cpu_settings(), file=sys.stderr)
 
     # ---- data, model, optimizer
     paddle.seed(tc.seed)
@@ -150,7 +152,7 @@ def fit(cfg: Config, plugins: Optional[Plugins] = None, resume: bool = False) ->
     # ---- final evaluation of the best checkpoint
     best_model = load_checkpoint(best_dir)[0]
     results = {"best_step": state["best_step"], "steps": step, "train_seconds": round(state["train_seconds"], 1),
-               "wall_seconds_this_process": round(time.time() - wall_start, 1),
+               "wall_seconds_this_process": round(time.time() - wall_start, 1), "environment": cpu_settings(),
                "dev": evaluate(best_model, data["dev"], tc.eval_batch_size)}
     if "test" in data:
         results["test"] = evaluate(best_model, data["test"], tc.eval_batch_size)

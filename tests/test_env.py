@@ -1,0 +1,27 @@
+"""Process set-up: quiet imports, one cache folder, CPU thread settings that users can override."""
+import os
+import subprocess
+import sys
+
+
+def python(code: str, **env) -> subprocess.CompletedProcess:
+    full_env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "ERNIE_QAT_HOME", "XDG_CACHE_HOME")}
+    full_env.update(env)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full_env, timeout=300)
+
+
+def test_imports_are_quiet_and_cache_under_one_folder(tmp_path):
+    result = python("import ernie_qat, paddlenlp, paddleslim; import ernie_qat.train.trainer", HOME=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "" and result.stderr == ""
+    assert [p.name for p in tmp_path.iterdir()] == [".cache"]
+    # paddle.dataset.common makes an empty ~/.cache/paddle/dataset at import, with no setting to move it
+    assert sorted(p.name for p in (tmp_path / ".cache").iterdir()) == ["ernie-qat", "paddle"]
+    assert [str(p.relative_to(tmp_path)) for p in (tmp_path / ".cache" / "paddle").rglob("*")] == [".cache/paddle/dataset"]
+
+
+def test_cpu_settings_default_to_usable_cores_and_user_values_win():
+    code = "import ernie_qat, os; from ernie_qat.env import cpu_settings; print(cpu_settings())"
+    cores = len(os.sched_getaffinity(0))
+    assert f"OMP_NUM_THREADS={cores} (ernie-qat)" in python(code).stdout
+    assert "OMP_NUM_THREADS=1 (user)" in python(code, OMP_NUM_THREADS="1").stdout
