@@ -166,6 +166,7 @@ def _bert_fusion(src: Path, dst: Path, num_heads: int, hidden_size: int) -> str:
                              disabled_optimizers=["ConstantSharing"])
         optimized = optimize_model(options.optimized_model_filepath, model_type="bert", num_heads=num_heads,
                                    hidden_size=hidden_size, opt_level=0)
+        Path(options.optimized_model_filepath).unlink()
         how = "ORT basic + opt_level=0"
     optimized.save_model_to_file(str(dst))
     fused = {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}

@@ -78,6 +78,7 @@ class TrainConfig:
     select_metric: str = param("accuracy", choices=METRICS)  # dev metric choosing the best checkpoint
     seed: int = param(42, low=0)
     log_every: int = param(10, low=1)                 # steps between metrics.jsonl records
+    freeze_word_embeddings: bool = False              # skip gradients and updates of the [vocab, hidden] table
 
 
 @dataclass

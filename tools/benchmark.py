@@ -75,8 +75,7 @@ def collect_models(args, parser) -> dict:
         name = Path(folder).resolve().name
         models[name if name not in models else f"{name}#{i + 1}"] = dirs
     for shape in dict.fromkeys(args.shape):
-        print(f"preparing synthetic {shape} model (first time: random weights, export, INT8 calibration)",
-              file=sys.stderr)
+        print(f"preparing synthetic {shape} model (built and exported on first use, then cached)", file=sys.stderr)
         models[shape] = synthetic_deploy_dirs(shape)
     return models
 

@@ -61,6 +61,7 @@ def fit(cfg: Config, plugins: Optional[Plugins] = None, resume: bool = False) ->
     splits = load_splits(cfg.data, tc.seed)
     labels = LabelVocab.from_examples(splits["train"])
     model, tokenizer = build_classifier(cfg.model, labels)
+    model.net.ernie.embeddings.word_embeddings.weight.stop_gradient = tc.freeze_word_embeddings
     for transform in plugins.transforms:
         model = transform.prepare(model)
     data = {name: encode(examples, tokenizer, cfg.data.max_seq_len, labels) for name, examples in splits.items()}
@@ -71,7 +72,8 @@ def fit(cfg: Config, plugins: Optional[Plugins] = None, resume: bool = False) ->
     schedule = LinearDecayWithWarmup(tc.learning_rate, total_steps, tc.warmup_ratio)
     no_decay = {p.name for n, p in model.named_parameters() if "bias" in n or "norm" in n}
     optimizer = paddle.optimizer.AdamW(
-        learning_rate=schedule, parameters=model.parameters(), weight_decay=tc.weight_decay,
+        learning_rate=schedule, parameters=[p for p in model.parameters() if not p.stop_gradient],
+        weight_decay=tc.weight_decay,
         apply_decay_param_fun=lambda name: name not in no_decay,
         grad_clip=paddle.nn.ClipGradByGlobalNorm(tc.max_grad_norm) if tc.max_grad_norm > 0 else None)
     state = {"step": 0, "best_metric": None, "best_step": None, "train_seconds": 0.0}
