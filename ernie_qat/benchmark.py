@@ -9,19 +9,16 @@ Example:
     rows = run_benchmark({"minilm": dirs}, batches=[8], seq_lens=[128], threads_list=[2], runs=20, warmup=5)
     print(format_table(rows))
 """
-import copy
+import functools
 import hashlib
 import json
-import shutil
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import paddle
-import yaml
 
 import ernie_qat
 from ernie_qat.deploy import DEPLOY_FILE, MODEL_PREFIX, DeployError, Predictor, read_deploy_config
@@ -45,23 +42,9 @@ class BenchmarkError(DeployError):
     """A benchmark request cannot run (bad shape, sequence too long, ...)."""
 
 
-def _write_deploy_folder(output: Path, save_model, tokenizer, precision: str, shape: str, quantization) -> None:
-    """Write a deployment folder as ernie_qat.export does; `save_model(prefix)` writes the model files."""
-    from ernie_qat.data.loader import LabelVocab
-    staging = output.with_name(output.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    with warnings.catch_warnings():  # paddle warns that input_spec needs full_graph, yet honours it
-        warnings.filterwarnings("ignore", message="full_graph=False")
-        save_model(str(staging / MODEL_PREFIX))
-    tokenizer.save_pretrained(str(staging))
-    LabelVocab(["0", "1"]).save(staging)
-    deploy = {"format": 1, "ernie_qat_version": ernie_qat.__version__, "precision": precision,
-              "max_seq_len": MAX_POSITIONS, "quantization": quantization, "checkpoint": None,
-              "synthetic": {"shape": shape, **SHAPES[shape], "ernie_qat_version": ernie_qat.__version__}}
-    (staging / DEPLOY_FILE).write_text(yaml.safe_dump(deploy, sort_keys=False))
-    shutil.rmtree(output, ignore_errors=True)
-    staging.rename(output)
+def _deploy_info(precision: str, shape: str, quantization) -> dict:
+    return {"precision": precision, "max_seq_len": MAX_POSITIONS, "quantization": quantization, "checkpoint": None,
+            "synthetic": {"shape": shape, **SHAPES[shape], "ernie_qat_version": ernie_qat.__version__}}
 
 
 def synthetic_deploy_dirs(shape: str, workdir: Optional[Path] = None) -> Dict[str, Path]:
@@ -81,7 +64,9 @@ def synthetic_deploy_dirs(shape: str, workdir: Optional[Path] = None) -> Dict[st
     import dataclasses
     from paddlenlp.transformers import ErnieConfig, ErnieForSequenceClassification, ErnieTokenizer
     from ernie_qat.config import QuantConfig
-    from ernie_qat.models.classifier import INPUT_SPEC, TextClassifier
+    from ernie_qat.data.loader import LabelVocab
+    from ernie_qat.export import write_deploy_folder
+    from ernie_qat.models.classifier import TextClassifier
     from ernie_qat.quant.qat import QATTransform
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -93,8 +78,8 @@ def synthetic_deploy_dirs(shape: str, workdir: Optional[Path] = None) -> Dict[st
                          hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     model = TextClassifier(ErnieForSequenceClassification(config))
     model.eval()
-    save_fp32 = lambda prefix: paddle.jit.save(copy.deepcopy(model), prefix, input_spec=INPUT_SPEC)  # noqa: E731
-    _write_deploy_folder(dirs["fp32"], save_fp32, tokenizer, "fp32", shape, None)
+    labels = LabelVocab(["0", "1"])
+    write_deploy_folder(dirs["fp32"], model.save_inference_model, tokenizer, labels, _deploy_info("fp32", shape, None))
     quant = QuantConfig(method="qat")
     qat = QATTransform(quant)
     qat.prepare(model).train()
@@ -104,8 +89,8 @@ def synthetic_deploy_dirs(shape: str, workdir: Optional[Path] = None) -> Dict[st
             ids, types = random_inputs(rng, *CALIBRATION_SHAPE, SHAPES[shape]["vocab_size"])
             model(paddle.to_tensor(ids), paddle.to_tensor(types))
     model.eval()
-    _write_deploy_folder(dirs["int8"], lambda prefix: qat.save_inference_model(model, prefix),
-                         tokenizer, "int8", shape, dataclasses.asdict(quant))
+    write_deploy_folder(dirs["int8"], functools.partial(qat.save_inference_model, model), tokenizer, labels,
+                        _deploy_info("int8", shape, dataclasses.asdict(quant)))
     return dirs
 
 

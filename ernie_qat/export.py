@@ -5,16 +5,15 @@ The folder gets `model.pdmodel` / `model.pdiparams`, the tokenizer files, `label
 transform that changes what inference should run (QAT's fake-quant ops, which carry the INT8
 scales) provides `save_inference_model(model, prefix)`; otherwise the FP32 graph is saved.
 """
-import copy
 import dataclasses
+import functools
 import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict
+from typing import Callable, Dict
 
 import numpy as np
-import paddle
 import yaml
 
 import ernie_qat
@@ -22,7 +21,6 @@ from ernie_qat.data.batching import encode
 from ernie_qat.data.loader import read_examples
 from ernie_qat.data.sources import data_file
 from ernie_qat.deploy import DEPLOY_FILE, MODEL_PREFIX, PRECISIONS, Predictor
-from ernie_qat.models.classifier import INPUT_SPEC
 from ernie_qat.plugins import build_transforms
 from ernie_qat.train.checkpoint import load_checkpoint
 from ernie_qat.train.metrics import classification_metrics
@@ -50,24 +48,30 @@ def export(checkpoint, output, precision: str = "int8") -> Path:
         raise ExportError(f"`{checkpoint}` is an FP32 checkpoint without calibration: it has no quantization "
                           "scales to export as INT8. Fine-tune it with `quant.method: qat` "
                           "(model.name_or_path: this checkpoint), or export it with --precision fp32.")
+    deploy = {"precision": precision, "max_seq_len": cfg.data.max_seq_len,
+              "quantization": dataclasses.asdict(cfg.quant) if cfg.quant.method != "none" else None,
+              "checkpoint": str(Path(checkpoint).resolve())}
+    save_model = functools.partial(savers[-1].save_inference_model, model) if savers else model.save_inference_model
+    return write_deploy_folder(output, save_model, tokenizer, labels, deploy)
+
+
+def write_deploy_folder(output, save_model: Callable[[str], None], tokenizer, labels, deploy: dict) -> Path:
+    """Write a deployment folder atomically; `save_model(prefix)` writes prefix.pdmodel/.pdiparams.
+
+    `deploy` (precision, max_seq_len, quantization, checkpoint, ...) goes into deploy.yaml with the
+    format and package version.
+    """
     output = Path(output)
     staging = output.with_name(output.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    prefix = str(staging / MODEL_PREFIX)
     with warnings.catch_warnings():  # paddle warns that input_spec needs full_graph, yet honours it
         warnings.filterwarnings("ignore", message="full_graph=False")
-        if savers:
-            savers[-1].save_inference_model(model, prefix)
-        else:
-            paddle.jit.save(copy.deepcopy(model), prefix, input_spec=INPUT_SPEC)
+        save_model(str(staging / MODEL_PREFIX))
     tokenizer.save_pretrained(str(staging))
     labels.save(staging)
-    deploy = {"format": 1, "ernie_qat_version": ernie_qat.__version__, "precision": precision,
-              "max_seq_len": cfg.data.max_seq_len,
-              "quantization": dataclasses.asdict(cfg.quant) if cfg.quant.method != "none" else None,
-              "checkpoint": str(Path(checkpoint).resolve())}
-    (staging / DEPLOY_FILE).write_text(yaml.safe_dump(deploy, sort_keys=False))
+    header = {"format": 1, "ernie_qat_version": ernie_qat.__version__}
+    (staging / DEPLOY_FILE).write_text(yaml.safe_dump({**header, **deploy}, sort_keys=False))
     shutil.rmtree(output, ignore_errors=True)
     staging.rename(output)
     return output

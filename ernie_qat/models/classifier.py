@@ -4,6 +4,7 @@
 (input_ids, token_type_ids) -> logits that builds the attention mask from padding itself: the
 same signature for training, QAT wrapping and Paddle Inference export.
 """
+import copy
 from pathlib import Path
 
 import paddle
@@ -45,6 +46,12 @@ class TextClassifier(nn.Layer):
         """
         self.net.config.save_pretrained(str(folder))
         paddle.save(self.net.state_dict(), str(Path(folder) / WEIGHTS_FILE))
+
+    def save_inference_model(self, prefix: str) -> None:
+        """Write the FP32 graph as prefix.pdmodel / prefix.pdiparams for Paddle Inference."""
+        model = copy.deepcopy(self)  # to_static rewrites the layer it is given (STACK.md, pitfall 8)
+        model.eval()
+        paddle.jit.save(model, prefix, input_spec=INPUT_SPEC)
 
     def load_weights(self, folder) -> None:
         """Load model_state.pdparams written by `save` into a model of the same structure."""
