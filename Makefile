@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo clean
+.PHONY: install test demo bench clean
 
 install: $(STAMP)
 
@@ -25,6 +25,13 @@ demo: install
 	$(PY) tools/train.py --config configs/mr_minilm_qat.yaml --resume
 	$(PY) tools/export.py --checkpoint runs/mr_minilm_qat/checkpoints/best --output deploy/mr_int8 --verify mr:test
 	$(PY) tools/infer.py --model deploy/mr_int8 --input mr:test --eval
+
+# Inference benchmark (needs the R8 runs of the README): FP32 vs INT8 predictors, ONNX Runtime peer.
+bench: install
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt
+	$(PY) tools/export.py --checkpoint runs/r8_minilm_fp32/checkpoints/best --output deploy/r8_fp32 --precision fp32
+	$(PY) tools/benchmark.py --shape ernie-base --model deploy/r8_int8 --fp32-model deploy/r8_fp32 \
+		--batch 1 8 32 --seq-len 64 128 --threads 1 2 --runs 10 --warmup 3 --json docs/benchmark.json --png docs/benchmark.png
 
 clean:
 	rm -rf $(VENV) runs deploy

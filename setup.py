@@ -17,5 +17,9 @@ setup(
         "tqdm",
         "safetensors",
     ],
-    extras_require={"test": ["pytest"]},
+    extras_require={
+        "test": ["pytest"],
+        # ONNX Runtime peer column of tools/benchmark.py (sympy: ORT's BERT fusion needs it).
+        "bench": ["onnxruntime==1.32.0", "sympy==1.14.0"],
+    },
 )
