@@ -19,7 +19,7 @@ import paddle.nn.functional as F
 from paddlenlp.transformers import LinearDecayWithWarmup
 from tqdm import tqdm
 
-from ernie_qat.config import Config
+from ernie_qat.config import Config, TrainConfig
 from ernie_qat.env import cpu_settings
 from ernie_qat.data.batching import Encoded, batched_scores, collate, encode, train_batches
 from ernie_qat.data.loader import LabelVocab, read_examples
@@ -69,13 +69,7 @@ def fit(cfg: Config, plugins: Optional[Plugins] = None, resume: bool = False) ->
     steps_per_epoch = math.ceil(len(lengths) / tc.batch_size)
     total_steps = tc.max_steps or tc.epochs * steps_per_epoch
     eval_every = tc.eval_every or steps_per_epoch
-    schedule = LinearDecayWithWarmup(tc.learning_rate, total_steps, tc.warmup_ratio)
-    no_decay = {p.name for n, p in model.named_parameters() if "bias" in n or "norm" in n}
-    optimizer = paddle.optimizer.AdamW(
-        learning_rate=schedule, parameters=[p for p in model.parameters() if not p.stop_gradient],
-        weight_decay=tc.weight_decay,
-        apply_decay_param_fun=lambda name: name not in no_decay,
-        grad_clip=paddle.nn.ClipGradByGlobalNorm(tc.max_grad_norm) if tc.max_grad_norm > 0 else None)
+    optimizer, schedule = make_optimizer(model, tc, total_steps)
     state = {"step": 0, "best_metric": None, "best_step": None, "train_seconds": 0.0}
     if resume and last_dir.exists():
         state = restore_training(last_dir, model, optimizer)
@@ -102,23 +96,10 @@ def fit(cfg: Config, plugins: Optional[Plugins] = None, resume: bool = False) ->
             batch = {k: paddle.to_tensor(v) for k, v in
                      collate([data["train"][i] for i in indices], model.pad_token_id).items()}
             paddle.seed(tc.seed * 1_000_003 + step)  # dropout masks depend on the step alone: exact resume
-            model.train()
             started = time.time()
 
             # forward, extra loss terms, backward and optimizer step
-            def closure() -> paddle.Tensor:
-                logits = model(batch["input_ids"], batch["token_type_ids"])
-                loss = F.cross_entropy(logits, batch["labels"])
-                for term in plugins.loss_terms:
-                    extra, term_logs = term(model, logits, batch, step)
-                    loss = loss + extra
-                    for key, value in term_logs.items():
-                        window_terms[f"loss/{term.name}/{key}"] = value
-                loss.backward()
-                return loss
-
-            loss = plugins.step_strategy.step(model, optimizer, closure)
-            optimizer.clear_grad()
+            loss = train_step(model, optimizer, batch, plugins, step, window_terms)
             schedule.step()
             step += 1
             state["train_seconds"] += time.time() - started
@@ -160,6 +141,39 @@ def fit(cfg: Config, plugins: Optional[Plugins] = None, resume: bool = False) ->
         results["test"] = evaluate(best_model, data["test"], tc.eval_batch_size)
     (out / "results.json").write_text(json.dumps(results, indent=1))
     return results
+
+
+def make_optimizer(model, tc: TrainConfig, total_steps: int):
+    """(AdamW, its schedule): no decay on biases and norms, linear warm-up and decay, global-norm clipping."""
+    schedule = LinearDecayWithWarmup(tc.learning_rate, total_steps, tc.warmup_ratio)
+    no_decay = {p.name for n, p in model.named_parameters() if "bias" in n or "norm" in n}
+    return paddle.optimizer.AdamW(
+        learning_rate=schedule, parameters=[p for p in model.parameters() if not p.stop_gradient],
+        weight_decay=tc.weight_decay, apply_decay_param_fun=lambda name: name not in no_decay,
+        grad_clip=paddle.nn.ClipGradByGlobalNorm(tc.max_grad_norm) if tc.max_grad_norm > 0 else None), schedule
+
+
+def train_step(model, optimizer, batch: dict, plugins: Plugins, step: int, term_logs: dict) -> paddle.Tensor:
+    """One optimizer step on `batch` (input_ids, token_type_ids [B, L], labels [B] tensors).
+
+    The closure runs forward, cross-entropy plus the loss terms (their logs go into `term_logs`)
+    and backward; the step strategy decides how often to call it before stepping.
+    """
+    model.train()
+
+    def closure() -> paddle.Tensor:
+        logits = model(batch["input_ids"], batch["token_type_ids"])
+        loss = F.cross_entropy(logits, batch["labels"])
+        for term in plugins.loss_terms:
+            extra, logs = term(model, logits, batch, step)
+            loss = loss + extra
+            term_logs.update({f"loss/{term.name}/{key}": value for key, value in logs.items()})
+        loss.backward()
+        return loss
+
+    loss = plugins.step_strategy.step(model, optimizer, closure)
+    optimizer.clear_grad()
+    return loss
 
 
 @paddle.no_grad()
