@@ -1,7 +1,9 @@
-"""Benchmark CPU inference: Paddle FP32 vs oneDNN INT8, with ONNX Runtime INT8 as a peer.
+"""Benchmark CPU inference: Paddle FP32 vs oneDNN INT8, with ONNX Runtime INT8 as a peer; or, with
+--train, training steps.
 
     python tools/benchmark.py --shape ernie-base --batch 8 --seq-len 128 --threads 2 --ort
     python tools/benchmark.py --model deploy/r8_int8 --fp32-model deploy/r8_fp32 --json bench.json --png bench.png
+    python tools/benchmark.py --train --shape minilm --batch 32 --seq-len 128 --threads 2 --json train.json
 
 --model takes a deployment folder written by tools/export.py (repeatable). An INT8 export is also
 timed at FP32 (its fake-quant graph runs in FP32) unless --fp32-model pairs it with an FP32 export
@@ -12,6 +14,14 @@ with `quantize_dynamic`; the `ort_path` column says which path was used.
 
 Latency is per batch in ms (p50/p90/p99 over --runs after --warmup); throughput is sequences/s at
 p50; speedup is against paddle-fp32 of the same model, threads, batch and sequence length.
+
+--train times one real training step (forward, backward, AdamW with clipping; random-weight model
+of --shape, default minilm; 8 labels; dropout 0.1) for paddle-fp32, paddle-qat (PaddleSlim
+fake-quant), paddle-fp32-frozen-emb (word-embedding table frozen) and, if `torch` imports
+(requirements-torch.txt), an equivalent PyTorch model as torch-fp32. Defaults: --batch 32,
+--seq-len 128, --threads 2, --runs 5 steps after --warmup 2. step_s is the median step in seconds;
+ratios are step-time ratios (> 1: slower than torch / paddle-fp32). A thread count other than
+this process's OMP_NUM_THREADS is measured in a child process with OMP_NUM_THREADS set to it.
 """
 import argparse
 import json
@@ -46,7 +56,7 @@ def machine_info() -> dict:
     except OSError:
         pass
     versions = {}
-    for package in ("paddlepaddle", "paddlenlp", "paddleslim", "onnxruntime", "paddle2onnx", "numpy"):
+    for package in ("paddlepaddle", "paddlenlp", "paddleslim", "onnxruntime", "paddle2onnx", "numpy", "torch"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -86,18 +96,26 @@ def main() -> None:
                         help="a deployment folder from tools/export.py (repeatable)")
     parser.add_argument("--fp32-model", action="append", default=[], metavar="DEPLOY_DIR",
                         help="FP32 export paired with the INT8 --model of the same position (repeatable)")
-    parser.add_argument("--shape", action="append", default=[], choices=SHAPES,
-                        help="a random-weight model of this shape (repeatable)")
-    parser.add_argument("--batch", nargs="+", type=positive, default=[1, 8, 32])
-    parser.add_argument("--seq-len", nargs="+", type=positive, default=[64, 128])
-    parser.add_argument("--threads", nargs="+", type=positive, default=[1, 2])
-    parser.add_argument("--runs", type=positive, default=20, help="timed runs per configuration")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed runs before them")
+    parser.add_argument("--shape", action="append", choices=SHAPES,
+                        help="a random-weight model of this shape (repeatable; --train: default minilm)")
+    parser.add_argument("--batch", nargs="+", type=positive, help="default 1 8 32 (--train: 32)")
+    parser.add_argument("--seq-len", nargs="+", type=positive, help="default 64 128 (--train: 128)")
+    parser.add_argument("--threads", nargs="+", type=positive, help="default 1 2 (--train: 2)")
+    parser.add_argument("--runs", type=positive, help="timed runs per configuration (default 20; --train: 5 steps)")
+    parser.add_argument("--warmup", type=int, help="untimed runs before them (default 5; --train: 2)")
     parser.add_argument("--ort", action=argparse.BooleanOptionalAction, default=True,
                         help="add ONNX Runtime rows (skipped with a note if onnxruntime is missing)")
     parser.add_argument("--json", metavar="PATH", help="write rows and machine info as JSON")
     parser.add_argument("--png", metavar="PATH", help="write a p50 latency bar chart")
+    parser.add_argument("--train", action="store_true",
+                        help="time training steps (paddle FP32 / QAT / frozen embeddings, torch) instead of inference")
     args = parser.parse_args()
+    if args.train:
+        return train_main(args, parser)
+    defaults = {"shape": [], "batch": [1, 8, 32], "seq_len": [64, 128], "threads": [1, 2], "runs": 20, "warmup": 5}
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     if not args.model and not args.shape:
         parser.error("give at least one --model or --shape")
 
@@ -117,6 +135,29 @@ def main() -> None:
     if args.png:
         plot(rows, args.png)
         print(f"wrote {args.png}", file=sys.stderr)
+
+
+def train_main(args, parser) -> None:
+    """--train: time training steps for every shape, batch, sequence length and thread count."""
+    if args.model or args.fp32_model or args.png:
+        parser.error("--train times random-weight models of --shape; --model, --fp32-model and --png "
+                     "are for the inference benchmark")
+    from ernie_qat.benchmark_train import format_train_table, run_train_benchmark
+    from ernie_qat.env import cpu_settings
+    shapes = list(dict.fromkeys(args.shape or ["minilm"]))
+    batches, seq_lens, threads_list = args.batch or [32], args.seq_len or [128], args.threads or [2]
+    runs, warmup = args.runs or 5, 2 if args.warmup is None else args.warmup
+    machine = machine_info()
+    rows = [row for threads in threads_list for batch in batches for seq_len in seq_lens
+            for row in run_train_benchmark(shapes, batch, seq_len, threads, runs, warmup)]
+    print(format_train_table(rows))
+    if args.json:
+        settings = {"shapes": shapes, "batch": batches, "seq_len": seq_lens, "threads": threads_list, "runs": runs,
+                    "warmup": warmup}
+        report = {"mode": "train", "machine": machine, "cpu_settings": cpu_settings(), "settings": settings,
+                  "rows": rows}
+        Path(args.json).write_text(json.dumps(report, indent=1))
+        print(f"wrote {args.json}", file=sys.stderr)
 
 
 if __name__ == "__main__":

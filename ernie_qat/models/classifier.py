@@ -86,7 +86,7 @@ def build_classifier(cfg: ModelConfig, labels: LabelVocab):
         tokenizer = ErnieTokenizer.from_pretrained(source)
     except (OSError, ValueError, RuntimeError) as exc:
         raise ModelError(f"cannot load ERNIE model `{cfg.name_or_path}`: {exc}\n"
-                         "PaddleNLP names need the model hub, which is unreachable from this machine; "
+                         "PaddleNLP names are downloaded from PaddleNLP's model hub; where it is unreachable, "
                          "pass a local model directory instead (`model.name_or_path`).") from None
     return TextClassifier(net), tokenizer
 
