@@ -56,7 +56,7 @@ def machine_info() -> dict:
     except OSError:
         pass
     versions = {}
-    for package in ("paddlepaddle", "paddlenlp", "paddleslim", "onnxruntime", "paddle2onnx", "numpy", "torch"):
+    for package in ("paddlepaddle", "paddlenlp", "paddleslim", "onnxruntime", "paddle2onnx", "numpy"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -148,6 +148,10 @@ def train_main(args, parser) -> None:
     batches, seq_lens, threads_list = args.batch or [32], args.seq_len or [128], args.threads or [2]
     runs, warmup = args.runs or 5, 2 if args.warmup is None else args.warmup
     machine = machine_info()
+    try:
+        machine["versions"]["torch"] = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        machine["versions"]["torch"] = None
     rows = [row for threads in threads_list for batch in batches for seq_len in seq_lens
             for row in run_train_benchmark(shapes, batch, seq_len, threads, runs, warmup)]
     print(format_train_table(rows))
