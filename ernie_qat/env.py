@@ -39,8 +39,8 @@ def cpu_settings() -> str:
     return f"CPU math: {', '.join(parts)}; {_usable_cores()} usable cores"
 
 
-def configure() -> None:
-    """Set environment defaults; call before the first `import paddle` (the package does)."""
+def environment_defaults() -> dict:
+    """The variables `configure` sets when the user has not: quiet logs, caches, CPU threads."""
     cache = cache_dir()
     defaults = {
         "GLOG_minloglevel": "2",  # paddle's C++ INFO/WARNING lines
@@ -54,8 +54,13 @@ def configure() -> None:
     }
     if _is_amd_cpu():
         defaults["MKL_DEBUG_CPU_TYPE"] = "5"  # MKL's fast AVX2 path, which it withholds from AMD CPUs
+    return defaults
+
+
+def configure() -> None:
+    """Set environment defaults; call before the first `import paddle` (the package does)."""
     _chosen_by_user.update(key for key in CPU_SETTINGS if key in os.environ)
-    for key, value in defaults.items():
+    for key, value in environment_defaults().items():
         os.environ.setdefault(key, value)
     warnings.filterwarnings("ignore", message="Setuptools is replacing distutils")
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"(paddle|paddlenlp|paddleslim)(\.|$)")

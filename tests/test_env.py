@@ -4,8 +4,14 @@ import subprocess
 import sys
 
 
+from ernie_qat.env import environment_defaults
+
+SET_BY_US = {"ERNIE_QAT_HOME", "XDG_CACHE_HOME", *environment_defaults()}
+
+
 def python(code: str, **env) -> subprocess.CompletedProcess:
-    full_env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "ERNIE_QAT_HOME", "XDG_CACHE_HOME")}
+    """Run `code` in a fresh interpreter, as a user who has set none of the variables ernie_qat sets."""
+    full_env = {k: v for k, v in os.environ.items() if k not in SET_BY_US}
     full_env.update(env)
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full_env, timeout=300)
 
