@@ -87,7 +87,8 @@ class QuantConfig:
     method: str = param("none", choices=("none", "qat"))
     weight_bits: int = param(8, low=2, high=8)
     activation_bits: int = param(8, low=2, high=8)
-    weight_quantize_type: str = param("channel_wise_abs_max", choices=("channel_wise_abs_max", "abs_max"))
+    # per-tensor: the only weight scales Paddle 2.6's oneDNN INT8 pass applies as trained (quant/onednn.py)
+    weight_quantize_type: str = param("abs_max", choices=("abs_max", "channel_wise_abs_max"))
     activation_quantize_type: str = param("moving_average_abs_max",
                                           choices=("moving_average_abs_max", "range_abs_max", "abs_max"))
     moving_rate: float = param(0.9, low=0.0, high=1.0, low_open=True)  # activation-scale moving average

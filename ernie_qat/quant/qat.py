@@ -3,14 +3,17 @@
 Encoder Linear layers get per-channel abs-max weight fake-quantization and moving-average
 abs-max activation fake-quantization (configurable in `quant:`); the pooler and classifier are
 quantized on request. `onnx_format` stays False: its models read correctly in both the FP32 and
-the oneDNN INT8 predictor (../shared/STACK.md, pitfall 9).
+the oneDNN INT8 predictor (../shared/STACK.md, pitfall 9). Weights are per-tensor by default:
+Paddle 2.6's INT8 pass mis-scales per-channel fc weights (ernie_qat.quant.onednn).
 """
 import copy
+import warnings
 
 import paddleslim
 
 from ernie_qat.config import QuantConfig
 from ernie_qat.models.classifier import INPUT_SPEC
+from ernie_qat.quant.onednn import pin_trained_scales
 from ernie_qat.quant.quantizers import quantizer_layer
 from ernie_qat.train.hooks import TRANSFORMS
 
@@ -40,6 +43,12 @@ class QATTransform:
         model = copy.deepcopy(model)  # to_static rewrites the layer it is given (STACK.md, pitfall 8)
         model.eval()
         self.qat.save_quantized_model(model, prefix, input_spec=INPUT_SPEC)
+        if self.cfg.weight_quantize_type == "abs_max":
+            pin_trained_scales(prefix)
+        else:
+            warnings.warn("per-channel weights: Paddle 2.6's oneDNN INT8 pass quantizes fc weights with scales read "
+                          "along the wrong axis, so the INT8 model differs from the trained one (see --verify); "
+                          "`quant.weight_quantize_type: abs_max` exports exactly", stacklevel=2)
 
 
 def build_qat(cfg) -> "QATTransform | None":
