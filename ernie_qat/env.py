@@ -1,10 +1,16 @@
 """Process set-up that must happen before paddle is imported.
 
 Quiet imports (no glog INFO lines, no distutils warning), one cache directory for everything
-the toolkit, PaddleNLP and Hugging Face libraries download, and CPU math-library threads matched
-to the usable cores. Settings already in the user's environment always win.
+the toolkit, PaddleNLP and Hugging Face libraries download, and the CPU settings that make
+training fast here (README, "Training speed"): math-library threads matched to the usable cores,
+MKL's fast path on AMD CPUs, contiguous tensors instead of strided views
+(`FLAGS_use_stride_kernel=0`: a training step 3.3 s instead of 4.0 s), and glibc malloc keeping
+freed memory instead of returning it to the OS (no page faults per step: 4.0 s instead of 4.9 s).
+Settings already in the user's environment always win.
 """
+import ctypes
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -28,15 +34,24 @@ def _is_amd_cpu() -> bool:
         return False
 
 
-CPU_SETTINGS = ("OMP_NUM_THREADS", "MKL_DEBUG_CPU_TYPE")
+CPU_SETTINGS = ("OMP_NUM_THREADS", "MKL_DEBUG_CPU_TYPE", "FLAGS_use_stride_kernel")
 _chosen_by_user = set()
+
+# glibc mallopt parameters and the environment variables with which a user sets them instead.
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+MALLOC_SETTINGS = {"MALLOC_TRIM_THRESHOLD_": (_M_TRIM_THRESHOLD, 1 << 30),  # keep up to 1 GiB of freed heap
+                   "MALLOC_TOP_PAD_": (_M_TOP_PAD, 256 << 20),  # grow the heap 256 MiB at a time
+                   "MALLOC_MMAP_THRESHOLD_": (_M_MMAP_THRESHOLD, 32 << 20)}  # heap, not mmap, below 32 MiB
+_malloc_tuned = []
 
 
 def cpu_settings() -> str:
     """One line: the CPU math-library settings in force, and whether the user or the toolkit chose them."""
     parts = [f"{key}={os.environ[key]} ({'user' if key in _chosen_by_user else 'ernie-qat'})"
              for key in CPU_SETTINGS if key in os.environ]
-    return f"CPU math: {', '.join(parts)}; {_usable_cores()} usable cores"
+    user_malloc = any(key in os.environ for key in MALLOC_SETTINGS)
+    malloc = "malloc: " + ("kept freed memory" if _malloc_tuned else "user settings" if user_malloc else "system defaults")
+    return f"CPU math: {', '.join(parts)}; {_usable_cores()} usable cores; {malloc}"
 
 
 def environment_defaults() -> dict:
@@ -51,6 +66,7 @@ def environment_defaults() -> dict:
         "MPLCONFIGDIR": str(cache / "matplotlib"),
         "HF_HUB_OFFLINE": "1",  # no hub is reachable here; fail fast instead of retrying
         "OMP_NUM_THREADS": str(_usable_cores()),
+        "FLAGS_use_stride_kernel": "0",  # strided views make reshape/scale copy element by element
     }
     if _is_amd_cpu():
         defaults["MKL_DEBUG_CPU_TYPE"] = "5"  # MKL's fast AVX2 path, which it withholds from AMD CPUs
@@ -62,5 +78,18 @@ def configure() -> None:
     _chosen_by_user.update(key for key in CPU_SETTINGS if key in os.environ)
     for key, value in environment_defaults().items():
         os.environ.setdefault(key, value)
+    _tune_malloc()
     warnings.filterwarnings("ignore", message="Setuptools is replacing distutils")
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"(paddle|paddlenlp|paddleslim)(\.|$)")
+
+
+def _tune_malloc() -> None:
+    """Stop glibc from unmapping the activation buffers freed every step (a page fault per 4 KiB on reuse)."""
+    if _malloc_tuned or not sys.platform.startswith("linux") or any(key in os.environ for key in MALLOC_SETTINGS):
+        return
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc
+        return
+    if all(mallopt(param, value) == 1 for param, value in MALLOC_SETTINGS.values()):
+        _malloc_tuned.append(True)

@@ -34,3 +34,14 @@ def test_cpu_settings_default_to_usable_cores_and_user_values_win():
     cores = len(os.sched_getaffinity(0))
     assert f"OMP_NUM_THREADS={cores} (ernie-qat)" in python(code).stdout
     assert "OMP_NUM_THREADS=1 (user)" in python(code, OMP_NUM_THREADS="1").stdout
+
+
+def test_training_speed_settings_apply_unless_the_user_chose():
+    code = ("import ernie_qat, paddle; from ernie_qat.env import cpu_settings; "
+            "print(cpu_settings(), paddle.get_flags(['FLAGS_use_stride_kernel']))")
+    default = python(code).stdout
+    assert "FLAGS_use_stride_kernel=0 (ernie-qat)" in default and "'FLAGS_use_stride_kernel': False" in default
+    assert "malloc: kept freed memory" in default
+    user = python(code, FLAGS_use_stride_kernel="1", MALLOC_TOP_PAD_="65536").stdout
+    assert "FLAGS_use_stride_kernel=1 (user)" in user and "'FLAGS_use_stride_kernel': True" in user
+    assert "malloc: user settings" in user

@@ -45,8 +45,9 @@ def test_qat_int8_predictor_matches_dygraph_qat_model(toy_task, fp32_checkpoint)
     qat = trained(toy_task, "qat", "quant.method=qat", f"model.name_or_path={fp32_checkpoint}",
                   "train.learning_rate=5e-4")
     model = load_checkpoint(qat)[0]
-    assert type(model.net.ernie.encoder.layers[0].linear1._layer).__name__ == "QuantizedLinear"
-    assert type(model.net.classifier._layer).__name__ == "Linear"  # output scale only, by default
+    assert type(model.net.ernie.encoder.layers[0].linear1).__name__ == "QuantizedLinear"
+    assert type(model.net.classifier).__name__ == "Linear"  # left in float by default
+    assert not [m for m in model.sublayers() if "OutputScale" in type(m).__name__]  # no per-layer output observers
     deploy = export(qat, toy_task["dir"] / "deploy_int8", "int8")
     assert {"model.pdmodel", "model.pdiparams", "vocab.txt", "labels.json", "deploy.yaml"} <= \
         {p.name for p in deploy.iterdir()}

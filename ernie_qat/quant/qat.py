@@ -10,6 +10,7 @@ import copy
 import warnings
 
 import paddleslim
+from paddle.nn.quant.quant_layers import MAOutputScaleLayer
 
 from ernie_qat.config import QuantConfig
 from ernie_qat.models.classifier import INPUT_SPEC
@@ -36,6 +37,7 @@ class QATTransform:
         model.net.ernie.pooler.dense.skip_quant = not self.cfg.quantize_pooler
         model.net.classifier.skip_quant = not self.cfg.quantize_classifier
         self.qat.quantize(model)
+        _drop_output_observers(model)
         return model
 
     def save_inference_model(self, model, prefix: str) -> None:
@@ -49,6 +51,21 @@ class QATTransform:
             warnings.warn("per-channel weights: Paddle 2.6's oneDNN INT8 pass quantizes fc weights with scales read "
                           "along the wrong axis, so the INT8 model differs from the trained one (see --verify); "
                           "`quant.weight_quantize_type: abs_max` exports exactly", stacklevel=2)
+
+
+def _drop_output_observers(model) -> None:
+    """Unwrap the output-scale observers PaddleSlim puts around every layer.
+
+    Export drops the scales they record (ernie_qat.quant.onednn), and they cost a reduction over
+    every layer's output each step: a QAT step 3.86 s with them, 3.61 s without (FP32: 3.3 s).
+    """
+    observed = [name for name, layer in model.named_sublayers() if isinstance(layer, MAOutputScaleLayer)]
+    for name in sorted(observed, key=lambda n: n.count("."), reverse=True):  # innermost first: outer names stay valid
+        *path, attr = name.split(".")
+        parent = model
+        for part in path:
+            parent = getattr(parent, part)
+        setattr(parent, attr, getattr(parent, attr)._layer)
 
 
 def build_qat(cfg) -> "QATTransform | None":
