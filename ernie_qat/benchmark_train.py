@@ -26,7 +26,8 @@ from ernie_qat.benchmark import MAX_POSITIONS, SHAPES, BenchmarkError, random_in
 from ernie_qat.env import cpu_settings
 
 NUM_LABELS, DROPOUT = 8, 0.1
-ENGINES = ("paddle-fp32", "paddle-qat", "paddle-fp32-frozen-emb", "torch-fp32")
+ENGINES = ("paddle-fp32", "paddle-qat", "paddle-fp32-frozen-emb", "paddle-fp32-fast-dropout", "paddle-qat-fast-dropout",
+           "torch-fp32")
 
 
 def _random_batch(shape: str, batch: int, seq_len: int, seed: int = 0):
@@ -39,7 +40,8 @@ def _random_batch(shape: str, batch: int, seq_len: int, seed: int = 0):
     return ids, types, rng.integers(0, NUM_LABELS, size=batch, dtype=np.int64)
 
 
-def paddle_step_timer(shape: str, batch: int, seq_len: int, qat: bool, freeze_word_embeddings: bool = False):
+def paddle_step_timer(shape: str, batch: int, seq_len: int, qat: bool, freeze_word_embeddings: bool = False,
+                      fast_dropout: bool = False):
     """A zero-arg callable running one toolkit training step; its `.model` and `.optimizer` are exposed.
 
     The schedule has no warm-up (TrainConfig(warmup_ratio=0)): the very first step updates the weights.
@@ -48,6 +50,7 @@ def paddle_step_timer(shape: str, batch: int, seq_len: int, qat: bool, freeze_wo
     from ernie_qat.config import QuantConfig, TrainConfig
     from ernie_qat.models.classifier import TextClassifier
     from ernie_qat.quant.qat import QATTransform
+    from ernie_qat.train.fast_dropout import fast_dropout as dropout_patch
     from ernie_qat.train.hooks import Plugins
     from ernie_qat.train.trainer import make_optimizer, train_step
 
@@ -65,7 +68,8 @@ def paddle_step_timer(shape: str, batch: int, seq_len: int, qat: bool, freeze_wo
     plugins, state = Plugins(), {"step": 0, "logs": {}}
 
     def step() -> float:
-        loss = train_step(model, optimizer, data, plugins, state["step"], state["logs"])
+        with dropout_patch(fast_dropout):
+            loss = train_step(model, optimizer, data, plugins, state["step"], state["logs"])
         schedule.step()
         state["step"] += 1
         return float(loss)
@@ -146,6 +150,10 @@ def run_train_benchmark(shapes: Sequence[str], batch: int, seq_len: int, threads
                   "paddle-qat": lambda: paddle_step_timer(shape, batch, seq_len, qat=True),
                   "paddle-fp32-frozen-emb": lambda: paddle_step_timer(shape, batch, seq_len, qat=False,
                                                                       freeze_word_embeddings=True),
+                  "paddle-fp32-fast-dropout": lambda: paddle_step_timer(shape, batch, seq_len, qat=False,
+                                                                        fast_dropout=True),
+                  "paddle-qat-fast-dropout": lambda: paddle_step_timer(shape, batch, seq_len, qat=True,
+                                                                       fast_dropout=True),
                   "torch-fp32": lambda: torch_step_timer(shape, batch, seq_len, threads) if with_torch else None}
         timed = {}
         for engine, make in timers.items():

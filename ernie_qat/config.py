@@ -79,6 +79,7 @@ class TrainConfig:
     seed: int = param(42, low=0)
     log_every: int = param(10, low=1)                 # steps between metrics.jsonl records
     freeze_word_embeddings: bool = False              # skip gradients and updates of the [vocab, hidden] table
+    fast_dropout: bool = False                        # NumPy-drawn dropout masks: faster on CPU, other masks
 
 
 @dataclass
