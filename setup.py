@@ -5,6 +5,7 @@ setup(
     version="0.1.0",
     description="Quantization-aware fine-tuning of ERNIE models for INT8 CPU inference with Paddle",
     packages=find_packages(include=["ernie_qat", "ernie_qat.*"]),
+    package_data={"ernie_qat.train.kernels": ["*.cc"]},  # compiled on first use
     python_requires=">=3.9,<3.12",
     install_requires=[
         "paddlepaddle==2.6.2",

@@ -79,7 +79,7 @@ class TrainConfig:
     seed: int = param(42, low=0)
     log_every: int = param(10, low=1)                 # steps between metrics.jsonl records
     freeze_word_embeddings: bool = False              # skip gradients and updates of the [vocab, hidden] table
-    fast_dropout: bool = False                        # NumPy-drawn dropout masks: faster on CPU, other masks
+    fast_dropout: bool = False                        # compiled dropout masks: faster on CPU, other masks
 
 
 @dataclass
@@ -97,6 +97,20 @@ class QuantConfig:
     quantize_classifier: bool = False
     weight_quantizer: str = ""          # a registered quantizer layer (ernie_qat.quant.quantizers); "" = PaddleSlim's
     activation_quantizer: str = ""
+
+
+@dataclass
+class PTQConfig:
+    """Post-training quantization of a fine-tuned FP32 checkpoint (tools/ptq.py, ernie_qat.ptq)."""
+    checkpoint: str = ""                # the FP32 checkpoint folder to quantize
+    weight_bits: int = param(8, low=2, high=8)
+    activation_bits: int = param(8, low=2, high=8)
+    weight_range: str = "absmax"        # a registered range (ernie_qat.ptq.ranges): absmax, minmax (LQ), aciq_laplace, aciq_gauss
+    granularity: str = param("per_tensor", choices=("per_tensor", "per_channel"))  # weight ranges; channels = outputs
+    ocs_expand_ratio: float = param(0.0, low=0.0, high=0.5)  # OCS: input channels split, as a share; 0 = off
+    activation_range: str = "absmax"    # a registered symmetric range for Linear inputs, from calibration
+    calibration_batches: int = param(8, low=1)   # training-split batches of `train.eval_batch_size`
+    calibration_sample: int = param(65536, low=1)  # input values kept per layer and batch for range fits
 
 
 @dataclass
@@ -126,6 +140,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     quant: QuantConfig = field(default_factory=QuantConfig)
+    ptq: PTQConfig = field(default_factory=PTQConfig)
     regularizer: RegularizerConfig = field(default_factory=RegularizerConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)

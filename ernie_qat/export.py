@@ -48,11 +48,24 @@ def export(checkpoint, output, precision: str = "int8") -> Path:
         raise ExportError(f"`{checkpoint}` is an FP32 checkpoint without calibration: it has no quantization "
                           "scales to export as INT8. Fine-tune it with `quant.method: qat` "
                           "(model.name_or_path: this checkpoint), or export it with --precision fp32.")
+    if precision == "int8":
+        _check_int8(cfg.quant, checkpoint)
     deploy = {"precision": precision, "max_seq_len": cfg.data.max_seq_len,
               "quantization": dataclasses.asdict(cfg.quant) if cfg.quant.method != "none" else None,
               "checkpoint": str(Path(checkpoint).resolve())}
     save_model = functools.partial(savers[-1].save_inference_model, model) if savers else model.save_inference_model
     return write_deploy_folder(output, save_model, tokenizer, labels, deploy)
+
+
+def _check_int8(quant, checkpoint) -> None:
+    """Raises ExportError unless Paddle's oneDNN INT8 predictor can run the checkpoint's quantization."""
+    if quant.weight_bits != 8 or quant.activation_bits != 8:
+        raise ExportError(f"`{checkpoint}` is quantized to W{quant.weight_bits}A{quant.activation_bits}: Paddle's "
+                          "INT8 predictor runs 8-bit weights and activations only; evaluate it in fake quantization")
+    if quant.weight_quantizer == "prequantized":
+        raise ExportError(f"`{checkpoint}` holds post-training quantized weights that are not 8-bit symmetric per "
+                          "tensor (fewer bits, per-channel or asymmetric ranges): Paddle's INT8 predictor cannot "
+                          "run them as quantized; evaluate it in fake quantization")
 
 
 def write_deploy_folder(output, save_model: Callable[[str], None], tokenizer, labels, deploy: dict) -> Path:

@@ -1,4 +1,8 @@
-"""The plugins a config enables. Importing each method module here registers its builders."""
+"""The plugins a config enables. Importing each method module here registers its builders.
+
+Transforms apply in registration order: OCS's layer structure must exist before QAT wraps it.
+"""
+from ernie_qat.ptq import ocs  # noqa: F401  (registers the OCS structure transform)
 from ernie_qat.quant import qat  # noqa: F401  (registers the QAT transform)
 from ernie_qat.train.hooks import LOSS_TERMS, STEP_STRATEGIES, TRANSFORMS, Plugins
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny vocabulary and a separable toy task for a tiny random ERNIE."""
+"""Shared fixtures: a tiny vocabulary and a separable toy task for a tiny random ERNIE, and its FP32 run."""
 import random
 from pathlib import Path
 
@@ -52,3 +52,17 @@ train:
   log_every: 4
 """)
     return {"dir": tmp_path, "config": config, "vocab": vocab, "run": tmp_path / "run"}
+
+
+def trained(toy_task, name: str, *overrides: str) -> Path:
+    """Train the toy task into `<tmp>/<name>` (FP32, or QAT with quant overrides) and return its best checkpoint."""
+    from ernie_qat.config import load_config
+    from ernie_qat.train.trainer import fit
+    cfg = load_config(toy_task["config"], [f"train.output_dir={toy_task['dir'] / name}", *overrides])
+    fit(cfg)
+    return toy_task["dir"] / name / "checkpoints" / "best"
+
+
+@pytest.fixture
+def fp32_checkpoint(toy_task) -> Path:
+    return trained(toy_task, "fp32")

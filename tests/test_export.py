@@ -7,22 +7,15 @@ import numpy as np
 import paddle
 import pytest
 
-from conftest import ROOT
-from ernie_qat.config import ConfigError, load_config
+from conftest import ROOT, trained
+from ernie_qat.config import ConfigError
 from ernie_qat.data.batching import encode
 from ernie_qat.data.loader import read_examples
 from ernie_qat.deploy import DeployError, Predictor
 from ernie_qat.export import ExportError, export, verify
 from ernie_qat.quant.quantizers import QUANTIZER_LAYERS, register_quantizer
 from ernie_qat.train.checkpoint import load_checkpoint
-from ernie_qat.train.trainer import fit, predict_logits
-
-
-def trained(toy_task, name: str, *overrides: str):
-    """Train the toy task into `<tmp>/<name>` (FP32, or QAT with quant overrides) and return its best checkpoint."""
-    cfg = load_config(toy_task["config"], [f"train.output_dir={toy_task['dir'] / name}", *overrides])
-    fit(cfg)
-    return toy_task["dir"] / name / "checkpoints" / "best"
+from ernie_qat.train.trainer import predict_logits
 
 
 def reference_logits(checkpoint, data_file, max_seq_len=32):
@@ -34,11 +27,6 @@ def reference_logits(checkpoint, data_file, max_seq_len=32):
 def run_tool(name, *args, stdin=None):
     return subprocess.run([sys.executable, str(ROOT / "tools" / name), *map(str, args)],
                           capture_output=True, timeout=600, input=stdin)
-
-
-@pytest.fixture
-def fp32_checkpoint(toy_task):
-    return trained(toy_task, "fp32")
 
 
 def test_qat_int8_predictor_matches_dygraph_qat_model(toy_task, fp32_checkpoint):

@@ -18,7 +18,7 @@ p50; speedup is against paddle-fp32 of the same model, threads, batch and sequen
 --train times one real training step (forward, backward, AdamW with clipping; random-weight model
 of --shape, default minilm; 8 labels; dropout 0.1) for paddle-fp32, paddle-qat (PaddleSlim
 fake-quant), paddle-fp32-frozen-emb (word-embedding table frozen), paddle-fp32-fast-dropout and
-paddle-qat-fast-dropout (`train.fast_dropout`: NumPy-drawn dropout masks) and, if `torch` imports
+paddle-qat-fast-dropout (`train.fast_dropout`: compiled dropout masks) and, if `torch` imports
 (requirements-torch.txt), an equivalent PyTorch model as torch-fp32. Defaults: --batch 32,
 --seq-len 128, --threads 2, --runs 5 steps after --warmup 2. step_s is the median step in seconds;
 ratios are step-time ratios (> 1: slower than torch / paddle-fp32). A thread count other than

@@ -37,6 +37,9 @@ class TextClassifier(nn.Layer):
 
     def forward(self, input_ids, token_type_ids):
         mask = (input_ids == self.pad_token_id).astype("float32").unsqueeze([1, 2]) * NEG_INF  # [B, 1, 1, L]
+        if self.training:  # Paddle's CPU add of a [B, 1, 1, L] mask to [B, H, L, L] scores is 14x slower than same-shape
+            batch, length = input_ids.shape
+            mask = mask.expand([batch, self.net.config.num_attention_heads, length, length])
         return self.net(input_ids, token_type_ids=token_type_ids, attention_mask=mask)
 
     def save(self, folder) -> None:
@@ -59,6 +62,21 @@ class TextClassifier(nn.Layer):
         if missing or unexpected:
             raise ModelError(f"{folder}: weights do not fit the model: missing {missing[:5]}, "
                              f"unexpected {unexpected[:5]}")
+
+
+def encoder_linears(model: TextClassifier) -> list:
+    """(name, nn.Linear) of the encoder's Linear layers (attention projections and FFN), in model order."""
+    return [(name, layer) for name, layer in model.named_sublayers()
+            if isinstance(layer, nn.Linear) and name.startswith("net.ernie.encoder.")]
+
+
+def replace_sublayer(root: nn.Layer, name: str, layer: nn.Layer) -> None:
+    """Put `layer` at the dotted sublayer path `name` of `root`."""
+    *path, attribute = name.split(".")
+    parent = root
+    for part in path:
+        parent = getattr(parent, part)
+    setattr(parent, attribute, layer)
 
 
 def build_classifier(cfg: ModelConfig, labels: LabelVocab):

@@ -13,7 +13,7 @@ import paddleslim
 from paddle.nn.quant.quant_layers import MAOutputScaleLayer
 
 from ernie_qat.config import QuantConfig
-from ernie_qat.models.classifier import INPUT_SPEC
+from ernie_qat.models.classifier import INPUT_SPEC, replace_sublayer
 from ernie_qat.quant.onednn import pin_trained_scales
 from ernie_qat.quant.quantizers import quantizer_layer
 from ernie_qat.train.hooks import TRANSFORMS
@@ -60,12 +60,9 @@ def _drop_output_observers(model) -> None:
     every layer's output each step: a QAT step 3.86 s with them, 3.61 s without (FP32: 3.3 s).
     """
     observed = [name for name, layer in model.named_sublayers() if isinstance(layer, MAOutputScaleLayer)]
+    layers = dict(model.named_sublayers())
     for name in sorted(observed, key=lambda n: n.count("."), reverse=True):  # innermost first: outer names stay valid
-        *path, attr = name.split(".")
-        parent = model
-        for part in path:
-            parent = getattr(parent, part)
-        setattr(parent, attr, getattr(parent, attr)._layer)
+        replace_sublayer(model, name, layers[name]._layer)
 
 
 def build_qat(cfg) -> "QATTransform | None":

@@ -28,7 +28,7 @@ from ernie_qat.models.classifier import build_classifier
 from ernie_qat.plugins import build_plugins
 from ernie_qat.train.checkpoint import load_checkpoint, restore_training, save_checkpoint
 from ernie_qat.train.fast_dropout import fast_dropout
-from ernie_qat.train.fast_linear import fast_linear
+from ernie_qat.train.fast_ops import fast_cpu_ops
 from ernie_qat.train.hooks import Plugins
 from ernie_qat.train.metrics import classification_metrics
 
@@ -161,7 +161,7 @@ def train_step(model, optimizer, batch: dict, plugins: Plugins, step: int, term_
 
     The closure runs forward, cross-entropy plus the loss terms (their logs go into `term_logs`)
     and backward; the step strategy decides how often to call it before stepping. Linear layers
-    take the faster CPU backward of `ernie_qat.train.fast_linear`.
+    run the faster CPU ops of `ernie_qat.train.fast_ops`.
     """
     model.train()
 
@@ -175,7 +175,7 @@ def train_step(model, optimizer, batch: dict, plugins: Plugins, step: int, term_
         loss.backward()
         return loss
 
-    with fast_linear():
+    with fast_cpu_ops(model):
         loss = plugins.step_strategy.step(model, optimizer, closure)
     optimizer.clear_grad()
     return loss

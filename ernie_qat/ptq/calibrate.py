@@ -1,0 +1,47 @@
+"""Calibration: what the inputs of the encoder's Linear layers look like on real batches."""
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List
+
+import numpy as np
+import paddle
+
+from ernie_qat.models.classifier import encoder_linears
+
+
+@dataclass
+class InputStats:
+    """One layer's inputs: the exact max|x| and a uniform sample of values for distribution fits."""
+    absmax: float = 0.0
+    samples: List[np.ndarray] = field(default_factory=list)
+
+    @property
+    def sample(self) -> np.ndarray:
+        return np.concatenate(self.samples)
+
+
+@paddle.no_grad()
+def calibrate(model, batches: Iterable[dict], sample_size: int, seed: int = 0) -> Dict[str, InputStats]:
+    """Run `batches` (input_ids, token_type_ids tensors [B, L]) through the FP32 model in eval mode.
+
+    Returns:
+        encoder Linear name -> InputStats of its input, `sample_size` values kept per batch.
+    """
+    rng = np.random.default_rng(seed)
+    stats = {name: InputStats() for name, _ in encoder_linears(model)}
+
+    def observer(name):
+        def record(layer, inputs):
+            values = inputs[0].numpy().ravel()
+            stats[name].absmax = max(stats[name].absmax, float(np.abs(values).max()))
+            stats[name].samples.append(rng.choice(values, size=min(sample_size, values.size), replace=False))
+        return record
+
+    hooks = [layer.register_forward_pre_hook(observer(name)) for name, layer in encoder_linears(model)]
+    model.eval()
+    try:
+        for batch in batches:
+            model(batch["input_ids"], batch["token_type_ids"])
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return stats

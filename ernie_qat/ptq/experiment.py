@@ -1,0 +1,138 @@
+"""Post-training quantization runs: one configuration, or a grid of methods × granularity × bits.
+
+A run loads the FP32 checkpoint `ptq.checkpoint`, calibrates on training batches, quantizes,
+evaluates the fake-quantized model on dev and test, and saves it as a checkpoint (reloadable,
+exportable) under `train.output_dir`. A grid appends each finished run to
+`train.output_dir/grid.jsonl` and skips runs already there, so an interrupted grid resumes.
+"""
+import copy
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Dict, Iterable, List
+
+import numpy as np
+import paddle
+
+from ernie_qat.config import Config, ConfigError
+from ernie_qat.data.batching import collate, encode
+from ernie_qat.data.sources import load_splits
+from ernie_qat.models.classifier import ModelError
+from ernie_qat.ptq.calibrate import calibrate
+from ernie_qat.ptq.quantize import deployable, quant_config, quantize_post_training
+from ernie_qat.train.checkpoint import load_checkpoint, save_checkpoint
+from ernie_qat.train.trainer import evaluate
+
+# Method name -> `ptq` settings: Hu et al.'s LQ, ACIQ and OCS, and OCS combined with clipping.
+METHODS = {
+    "lq_absmax": {"weight_range": "absmax"},
+    "lq_minmax": {"weight_range": "minmax"},
+    "aciq_laplace": {"weight_range": "aciq_laplace"},
+    "aciq_gauss": {"weight_range": "aciq_gauss"},
+    "ocs": {"weight_range": "absmax", "ocs_expand_ratio": 0.02},
+    "ocs_aciq": {"weight_range": "aciq_laplace", "ocs_expand_ratio": 0.02},
+}
+
+
+class PTQSession:
+    """The FP32 checkpoint, its encoded dev/test data and its calibration statistics, loaded once."""
+
+    def __init__(self, cfg: Config):
+        if not cfg.ptq.checkpoint:
+            raise ConfigError("`ptq.checkpoint` is required: the FP32 checkpoint folder to quantize")
+        self.cfg = cfg
+        model, self.tokenizer, self.labels, source_cfg = load_checkpoint(cfg.ptq.checkpoint)
+        if source_cfg.quant.method != "none":
+            raise ModelError(f"`ptq.checkpoint` {cfg.ptq.checkpoint} is already quantized "
+                             f"(quant.method: {source_cfg.quant.method}); give an FP32 checkpoint")
+        splits = load_splits(cfg.data, cfg.train.seed)
+        self.data = {name: encode(examples, self.tokenizer, cfg.data.max_seq_len, self.labels)
+                     for name, examples in splits.items()}
+        self.stats = calibrate(model, self.calibration_batches(), cfg.ptq.calibration_sample, cfg.train.seed)
+        self.fp32 = self.evaluate(model)
+
+    def calibration_batches(self) -> Iterable[dict]:
+        """`ptq.calibration_batches` batches of shuffled training examples."""
+        size, order = self.cfg.train.eval_batch_size, np.random.default_rng(self.cfg.train.seed).permutation(
+            len(self.data["train"]))
+        for start in range(0, min(len(order), size * self.cfg.ptq.calibration_batches), size):
+            batch = collate([self.data["train"][i] for i in order[start:start + size]], self.tokenizer.pad_token_id)
+            yield {key: paddle.to_tensor(value) for key, value in batch.items()}
+
+    def evaluate(self, model) -> Dict[str, dict]:
+        return {name: evaluate(model, items, self.cfg.train.eval_batch_size)
+                for name, items in self.data.items() if name != "train"}
+
+    def run(self, cfg: Config, output: Path) -> dict:
+        """Quantize as `cfg.ptq` says, save the checkpoint at `output`, evaluate; returns the results."""
+        started = time.time()
+        model = quantize_post_training(load_checkpoint(cfg.ptq.checkpoint)[0], cfg.ptq, self.stats)
+        saved = copy.deepcopy(cfg)
+        saved.quant = quant_config(cfg.ptq)
+        save_checkpoint(output, model, self.tokenizer, self.labels, saved)
+        metrics = self.evaluate(model)
+        return {"ptq": dataclasses.asdict(cfg.ptq), "checkpoint": str(output), "deployable": deployable(cfg.ptq),
+                **metrics, "fp32": self.fp32,
+                "retained": {name: 100.0 * metrics[name]["accuracy"] / self.fp32[name]["accuracy"] for name in metrics},
+                "seconds": round(time.time() - started, 1)}
+
+
+def grid_configs(cfg: Config, methods: List[str], bits: List[int], granularities: List[str]) -> Dict[str, Config]:
+    """Run name (`method-granularity-wN`) -> its Config: `cfg` with the method's settings."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ConfigError(f"unknown methods {unknown}; expected some of {list(METHODS)}")
+    runs = {}
+    for method in methods:
+        for granularity in granularities:
+            for weight_bits in bits:
+                run = copy.deepcopy(cfg)
+                run.ptq = dataclasses.replace(cfg.ptq, **METHODS[method], granularity=granularity,
+                                              weight_bits=weight_bits)
+                runs[f"{method}-{granularity}-w{weight_bits}"] = run
+    return runs
+
+
+def read_grid(path: Path) -> Dict[str, dict]:
+    """Finished runs of a grid log (run name -> results)."""
+    if not path.exists():
+        return {}
+    records = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+    return {record["run"]: record for record in records}
+
+
+def append_grid(path: Path, run: str, results: dict) -> None:
+    with open(path, "a") as log:
+        log.write(json.dumps({"run": run, **results}) + "\n")
+
+
+def deployed_accuracy(checkpoint: str, output: Path, data: str) -> dict:
+    """Export `checkpoint` for oneDNN INT8 at `output` and verify it on `data` (dataset:split or a file)."""
+    from ernie_qat.export import export, verify
+    report = verify(export(checkpoint, output, "int8"), data)
+    return {"agreement": report.agreement, "accuracy_drop": report.accuracy_drop, "passed": report.passed,
+            "exported": report.exported}
+
+
+def grid_table(records: Dict[str, dict], split: str = "test") -> str:
+    """Markdown: one row per method and granularity, `split` accuracy (% of FP32) per weight bit-width,
+    and the deployed oneDNN INT8 accuracy of the 8-bit run where it was exported."""
+    rows: Dict[str, Dict[int, dict]] = {}
+    for name, record in records.items():
+        rows.setdefault(name.rsplit("-w", 1)[0], {})[record["ptq"]["weight_bits"]] = record
+    bits = sorted({b for row in rows.values() for b in row}, reverse=True)
+    first = next(iter(records.values()))
+    fp32, act_bits = first["fp32"][split]["accuracy"], first["ptq"]["activation_bits"]
+    lines = ["| method | granularity | " + " | ".join(f"W{b}A{act_bits}" for b in bits) + " | INT8 deployed (W8A8) |",
+             "|---|---|" + "---|" * (len(bits) + 1),
+             "| FP32 | | " + " | ".join(f"{fp32:.2f}" for _ in bits) + " | |"]
+    for row_name, row in rows.items():
+        method, granularity = row_name.rsplit("-", 1)
+        cells = [f"{row[b][split]['accuracy']:.2f} ({row[b]['retained'][split]:.1f}%)" if b in row else ""
+                 for b in bits]
+        deployed = row.get(8, {}).get("int8")
+        int8 = f"{deployed['exported']['accuracy']:.2f} (agreement {deployed['agreement']:.1f}%)" if deployed \
+            else "not deployable" if 8 in row and not row[8]["deployable"] else ""
+        lines.append(f"| {method} | {granularity.replace('_', '-')} | " + " | ".join(cells) + f" | {int8} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,71 @@
+"""Post-training quantization of a fine-tuned FP32 checkpoint: LQ, ACIQ, OCS (ernie_qat.ptq).
+
+    python tools/ptq.py --config configs/r8_minilm_ptq.yaml [-o ptq.weight_range=aciq_laplace -o ptq.weight_bits=4]
+        [--verify r8:test]
+    python tools/ptq.py --config configs/r8_minilm_ptq.yaml --grid [--methods lq_absmax ocs] [--bits 8 6 4 3]
+        [--granularity per_tensor per_channel] [--verify r8:test] [--markdown docs/ptq_r8.md]
+
+One run writes `train.output_dir/checkpoint` (the fake-quantized model, a checkpoint like QAT's)
+and `results.json` (dev/test metrics, FP32's, % of FP32 accuracy retained). --verify exports an
+8-bit symmetric per-tensor result for the oneDNN INT8 predictor (`output_dir/int8`) and checks it
+on the data. --grid runs every method × granularity × weight bit-width (activations at
+`ptq.activation_bits`), appending to `output_dir/grid.jsonl` and resuming from it; --markdown
+writes the table.
+"""
+import argparse
+import json
+from pathlib import Path
+
+from ernie_qat import cli
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    cli.add_config_args(parser)
+    parser.add_argument("--grid", action="store_true", help="run methods × granularity × bits")
+    parser.add_argument("--methods", nargs="+", help="grid methods (default: all of ernie_qat.ptq.experiment.METHODS)")
+    parser.add_argument("--bits", nargs="+", type=int, default=[8, 6, 4, 3], help="grid weight bit-widths")
+    parser.add_argument("--granularity", nargs="+", default=["per_tensor", "per_channel"],
+                        choices=["per_tensor", "per_channel"], help="grid weight-range granularities")
+    parser.add_argument("--verify", metavar="DATA", help="export 8-bit symmetric per-tensor results as oneDNN INT8 "
+                                                         "and check them on DATA (dataset:split or a file)")
+    parser.add_argument("--markdown", metavar="FILE", help="grid: write the results table here")
+    args = parser.parse_args()
+    cfg = cli.config_from_args(args)
+    from ernie_qat.export import ExportError
+    from ernie_qat.ptq.experiment import (METHODS, PTQSession, append_grid, deployed_accuracy, grid_configs,
+                                          grid_table, read_grid)
+    out = Path(cfg.train.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    session = PTQSession(cfg)
+    if not args.grid:
+        results = session.run(cfg, out / "checkpoint")
+        if args.verify:
+            if not results["deployable"]:
+                raise ExportError("--verify: only 8-bit symmetric per-tensor weights with 8-bit activations run as "
+                                  "INT8 in Paddle's oneDNN predictor (ptq.weight_bits, ptq.granularity, ptq.weight_range)")
+            results["int8"] = deployed_accuracy(results["checkpoint"], out / "int8", args.verify)
+        (out / "results.json").write_text(json.dumps(results, indent=1))
+        print(json.dumps(results, indent=1))
+        return
+    log = out / "grid.jsonl"
+    done = read_grid(log)
+    for name, run in grid_configs(cfg, args.methods or list(METHODS), args.bits, args.granularity).items():
+        if name in done:
+            continue
+        results = session.run(run, out / name)
+        if args.verify and results["deployable"]:
+            results["int8"] = deployed_accuracy(results["checkpoint"], out / name / "int8", args.verify)
+        append_grid(log, name, results)
+        split = "test" if "test" in results else "dev"
+        print(f"{name}: {split} accuracy {results[split]['accuracy']:.2f} "
+              f"({results['retained'][split]:.1f}% of FP32)", flush=True)
+    records = read_grid(log)
+    table = grid_table(records, "test" if "test" in next(iter(records.values())) else "dev")
+    print(table)
+    if args.markdown:
+        Path(args.markdown).write_text(table)
+
+
+if __name__ == "__main__":
+    cli.run(main)
