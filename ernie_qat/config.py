@@ -115,7 +115,15 @@ class PTQConfig:
 
 @dataclass
 class RegularizerConfig:
-    """Weight-distribution regularizers such as KURE."""
+    """Weight-distribution regularizers (ernie_qat.regularizers): KURE's kurtosis loss and its ERNIE-aware targets."""
+    method: str = param("none", choices=("none", "kurtosis"))
+    weight: float = param(1.0, low=0.0)                 # λ, the loss term's weight
+    warmup_steps: int = param(0, low=0)                 # λ ramps linearly from 0 over these steps
+    target: str = param("fixed", choices=("fixed", "relative", "one_sided"))
+    target_kurtosis: float = param(1.8, low=1.0)        # K_T of `fixed` and `one_sided` (uniform: 1.8, Gaussian: 3)
+    relative_factor: float = param(1.0, low=0.0, low_open=True)  # `relative`: target = factor × kurtosis at the start
+    aggregation: str = param("avg", choices=("avg", "sum", "max"))  # over the chosen tensors
+    include: str = r"encoder\.layers\.\d+\.(self_attn\.(q|k|v|out)_proj|linear[12])\.weight$"  # parameter-name regex
 
 
 @dataclass

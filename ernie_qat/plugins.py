@@ -4,6 +4,7 @@ Transforms apply in registration order: OCS's layer structure must exist before 
 """
 from ernie_qat.ptq import ocs  # noqa: F401  (registers the OCS structure transform)
 from ernie_qat.quant import qat  # noqa: F401  (registers the QAT transform)
+from ernie_qat.regularizers import kurtosis  # noqa: F401  (registers the kurtosis loss term)
 from ernie_qat.train.hooks import LOSS_TERMS, STEP_STRATEGIES, TRANSFORMS, Plugins
 
 

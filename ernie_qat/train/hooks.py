@@ -14,6 +14,8 @@ import paddle
 
 
 class LossTerm(Protocol):
+    """May also define `setup(model)`: called once on the model as training starts, before a resume
+    restores its weights (a regularizer reads the starting weights there)."""
     name: str
 
     def __call__(self, model: paddle.nn.Layer, logits: paddle.Tensor, batch: dict,

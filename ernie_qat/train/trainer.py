@@ -66,6 +66,9 @@ def fit(cfg: Config, plugins: Optional[Plugins] = None, resume: bool = False) ->
     model.net.ernie.embeddings.word_embeddings.weight.stop_gradient = tc.freeze_word_embeddings
     for transform in plugins.transforms:
         model = transform.prepare(model)
+    for term in plugins.loss_terms:
+        if hasattr(term, "setup"):
+            term.setup(model)
     data = {name: encode(examples, tokenizer, cfg.data.max_seq_len, labels) for name, examples in splits.items()}
     lengths = [len(x.input_ids) for x in data["train"]]
     steps_per_epoch = math.ceil(len(lengths) / tc.batch_size)

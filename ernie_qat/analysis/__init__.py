@@ -1,0 +1,1 @@
+"""Analysis of trained models: why a layer quantizes well or badly."""

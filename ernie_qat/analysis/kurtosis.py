@@ -1,0 +1,71 @@
+"""Weight and activation distribution statistics per layer: kurtosis, max|x|/σ, histograms.
+
+Heavy tails (high kurtosis, large max|x|/σ) are what uniform quantization handles badly: the
+range must cover the outliers, so the bulk of the values falls on a few levels.
+"""
+import re
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+
+from ernie_qat.ptq.calibrate import InputStats
+
+
+def distribution_stats(values: np.ndarray) -> Dict[str, float]:
+    """kurtosis (mean of the 4th power of the z-score), max|x|/σ, σ, and the element count."""
+    values = values.astype(np.float64).ravel()
+    centered = values - values.mean()
+    sigma = centered.std()
+    return {"kurtosis": float(np.mean(centered ** 4) / sigma ** 4), "max_over_sigma": float(np.abs(values).max() / sigma),
+            "sigma": float(sigma), "count": int(values.size)}
+
+
+def weight_table(model, include: str) -> Dict[str, Dict[str, float]]:
+    """Parameter name -> `distribution_stats` for the parameters whose name matches the regex `include`."""
+    pattern = re.compile(include)
+    return {name: distribution_stats(p.numpy()) for name, p in model.named_parameters() if pattern.search(name)}
+
+
+def activation_table(stats: Dict[str, InputStats]) -> Dict[str, Dict[str, float]]:
+    """Layer name -> `distribution_stats` of its calibration input sample (max from all inputs)."""
+    table = {}
+    for name, layer_stats in stats.items():
+        row = distribution_stats(layer_stats.sample)
+        row["max_over_sigma"] = layer_stats.absmax / row["sigma"]
+        table[name] = row
+    return table
+
+
+def markdown(tables: Dict[str, Dict[str, Dict[str, float]]], columns=("kurtosis", "max_over_sigma")) -> str:
+    """One row per tensor, one column per (model label, statistic)."""
+    labels = list(tables)
+    names = list(dict.fromkeys(name for table in tables.values() for name in table))
+    header = "| tensor | " + " | ".join(f"{label}: {column}" for label in labels for column in columns) + " |"
+    lines = [header, "|---|" + "---|" * (len(labels) * len(columns))]
+    for name in names:
+        cells = [f"{tables[label][name][column]:.2f}" if name in tables[label] else ""
+                 for label in labels for column in columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_histograms(samples: Dict[str, Dict[str, np.ndarray]], names: List[str], path: Path, title: str) -> None:
+    """One panel per tensor name: histograms (log counts) of its values in each labelled model, overlaid."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), squeeze=False)
+    for axis, name in zip(axes[0], names):
+        for label, values in samples.items():
+            if name in values:
+                data = values[name].ravel()
+                stats = distribution_stats(data)
+                axis.hist(data, bins=120, histtype="step", log=True,
+                          label=f"{label}: kurt {stats['kurtosis']:.1f}, max/σ {stats['max_over_sigma']:.1f}")
+        axis.set_title(name.replace("net.ernie.encoder.", ""), fontsize=8)
+        axis.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
