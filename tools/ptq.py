@@ -9,8 +9,8 @@ One run writes `train.output_dir/checkpoint` (the fake-quantized model, a checkp
 and `results.json` (dev/test metrics, FP32's, % of FP32 accuracy retained). --verify exports an
 8-bit symmetric per-tensor result for the oneDNN INT8 predictor (`output_dir/int8`) and checks it
 on the data. --grid runs every method × granularity × weight bit-width (activations at
-`ptq.activation_bits`), appending to `output_dir/grid.jsonl` and resuming from it; --markdown
-writes the table.
+`ptq.activation_bits`), evaluated on the test split (dev if there is none), appending to
+`output_dir/grid.jsonl` and resuming from it; --markdown writes the table.
 """
 import argparse
 import json
@@ -37,7 +37,7 @@ def main() -> None:
                                           grid_table, read_grid)
     out = Path(cfg.train.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    session = PTQSession(cfg)
+    session = PTQSession(cfg, eval_splits=("test",) if args.grid else ("dev", "test"))
     if not args.grid:
         results = session.run(cfg, out / "checkpoint")
         if args.verify:

@@ -36,9 +36,9 @@ METHODS = {
 
 
 class PTQSession:
-    """The FP32 checkpoint, its encoded dev/test data and its calibration statistics, loaded once."""
+    """The FP32 checkpoint, its encoded data and its calibration statistics, loaded once; runs evaluate `eval_splits`."""
 
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, eval_splits: Iterable[str] = ("dev", "test")):
         if not cfg.ptq.checkpoint:
             raise ConfigError("`ptq.checkpoint` is required: the FP32 checkpoint folder to quantize")
         self.cfg = cfg
@@ -49,6 +49,7 @@ class PTQSession:
         splits = load_splits(cfg.data, cfg.train.seed)
         self.data = {name: encode(examples, self.tokenizer, cfg.data.max_seq_len, self.labels)
                      for name, examples in splits.items()}
+        self.eval_splits = [name for name in eval_splits if name in self.data] or ["dev"]
         self.stats = calibrate(model, self.calibration_batches(), cfg.ptq.calibration_sample, cfg.train.seed)
         self.fp32 = self.evaluate(model)
 
@@ -61,8 +62,7 @@ class PTQSession:
             yield {key: paddle.to_tensor(value) for key, value in batch.items()}
 
     def evaluate(self, model) -> Dict[str, dict]:
-        return {name: evaluate(model, items, self.cfg.train.eval_batch_size)
-                for name, items in self.data.items() if name != "train"}
+        return {name: evaluate(model, self.data[name], self.cfg.train.eval_batch_size) for name in self.eval_splits}
 
     def run(self, cfg: Config, output: Path) -> dict:
         """Quantize as `cfg.ptq` says, save the checkpoint at `output`, evaluate; returns the results."""
