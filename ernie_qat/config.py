@@ -7,7 +7,6 @@ raise `ConfigError` naming the source, the key and what was expected, before any
 Example:
     cfg = load_config("configs/r8_minilm_fp32.yaml", ["train.learning_rate=3e-5"])
 """
-import ast
 import dataclasses
 import difflib
 import re
@@ -239,9 +238,9 @@ def _apply_override(cfg: Config, item: str) -> None:
     if key not in names or dataclasses.is_dataclass(getattr(target, key)):
         raise ConfigError(f"{source}: unknown key `{dotted}`{_suggest(key, names, prefix)}")
     try:
-        value = ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-        value = raw  # a bare word is a string
+        value = yaml.load(raw, Loader=_Loader)  # as in a config file: true, 3e-5, [a, b]; a bare word is a string
+    except yaml.YAMLError:
+        value = raw
     setattr(target, key, _coerce(typing.get_type_hints(type(target))[key], value, dotted, source))
 
 

@@ -27,6 +27,11 @@ def test_overrides_parse_and_type_check(tmp_path):
                              "model.random.hidden_size=16"])
     assert (cfg.train.learning_rate, cfg.data.max_seq_len, cfg.train.output_dir) == (3e-5, 64, "runs/x")
     assert cfg.model.random.hidden_size == 16
+    # values read as in a YAML file: true/false, exponents without a dot, regexes as strings
+    cfg = load_config(path, ["train.freeze_word_embeddings=true", "train.learning_rate=5e-5",
+                             r"regularizer.include=layers\.0\..*weight$"])
+    assert cfg.train.freeze_word_embeddings is True and cfg.train.learning_rate == 5e-5
+    assert cfg.regularizer.include == r"layers\.0\..*weight$"
     with pytest.raises(ConfigError, match=r"-o data.max_seq_len=abc.*`data.max_seq_len`: expected int, got 'abc'"):
         load_config(path, ["data.max_seq_len=abc"])
     with pytest.raises(ConfigError, match="unknown key `train.learnig_rate`; did you mean `train.learning_rate`"):
@@ -42,7 +47,7 @@ def test_overrides_parse_and_type_check(tmp_path):
 @pytest.mark.parametrize("text, message", [
     ("train: {learnig_rate: 1e-3}", r"cfg.yaml: unknown key `train.learnig_rate`; did you mean `train.learning_rate`"),
     ("trian: {epochs: 1}", r"unknown key `trian`; did you mean `train`"),
-    ("regularizer: {weight: 1.0}", r"unknown key `regularizer.weight`; this section takes no keys yet"),
+    ("distill: {weight: 1.0}", r"unknown key `distill.weight`; this section takes no keys yet"),
     ("quant: {bits: 8}", r"unknown key `quant.bits`; expected one of: method, weight_bits, "),
     ("quant: {method: qat, weight_bits: 16}", r"`quant.weight_bits` must be in \[2, 8\], got 16"),
     ("quant: {method: ptq}", r"`quant.method` must be one of \['none', 'qat'\], got 'ptq'"),
