@@ -115,6 +115,9 @@ def test_ptq_grid_resumes_and_low_bit_results_do_not_export(toy_task, fp32_check
     assert "| lq_minmax | per-channel |" in table and "not deployable" in table
     _ptq(toy_task, fp32_checkpoint, "grid", *args)  # a second run finds every result and adds none
     assert len((out / "grid.jsonl").read_text().splitlines()) == 4
+    # a low-bit result reloads in a fresh process (its `prequantized` weights need no PTQ import)
+    evaluated = run_tool("eval.py", "--checkpoint", out / "lq_minmax-per_channel-w3", "--data", toy_task["dir"] / "test.tsv")
+    assert evaluated.returncode == 0, evaluated.stderr.decode()[-3000:]
     with pytest.raises(ExportError, match="W3A8"):
         export(out / "lq_minmax-per_channel-w3", toy_task["dir"] / "nope", "int8")
     with pytest.raises(ExportError, match="post-training quantized"):

@@ -27,7 +27,8 @@ def calibrate(model, batches: Iterable[dict], sample_size: int, seed: int = 0) -
         encoder Linear name -> InputStats of its input, `sample_size` values kept per batch.
     """
     rng = np.random.default_rng(seed)
-    stats = {name: InputStats() for name, _ in encoder_linears(model)}
+    layers = encoder_linears(model)
+    stats = {name: InputStats() for name, _ in layers}
 
     def observer(name):
         def record(layer, inputs):
@@ -36,7 +37,7 @@ def calibrate(model, batches: Iterable[dict], sample_size: int, seed: int = 0) -
             stats[name].samples.append(rng.choice(values, size=min(sample_size, values.size), replace=False))
         return record
 
-    hooks = [layer.register_forward_pre_hook(observer(name)) for name, layer in encoder_linears(model)]
+    hooks = [layer.register_forward_pre_hook(observer(name)) for name, layer in layers]
     model.eval()
     try:
         for batch in batches:

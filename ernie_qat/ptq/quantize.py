@@ -14,7 +14,6 @@ rounded (the `prequantized` quantizer) and the model is evaluated in fake quanti
 from typing import Dict
 
 import numpy as np
-from paddle import nn
 
 from ernie_qat.config import ConfigError, PTQConfig, QuantConfig
 from ernie_qat.ptq import aciq  # noqa: F401  (registers the ACIQ ranges)
@@ -23,15 +22,6 @@ from ernie_qat.ptq.ocs import OCSLinear, OCSTransform
 from ernie_qat.ptq.ranges import RANGES, quant_range
 from ernie_qat.ptq.uniform import fake_quantize
 from ernie_qat.quant.qat import QATTransform
-from ernie_qat.quant.quantizers import register_quantizer
-
-
-@register_quantizer("prequantized")
-class PrequantizedWeights(nn.Layer):
-    """Weight 'quantizer' of post-training quantized weights: they already lie on their grid."""
-
-    def forward(self, weight):
-        return weight
 
 
 def check_ptq_config(cfg: PTQConfig) -> None:

@@ -6,10 +6,20 @@ quantized layer (`QAT(weight_quantize=cls, act_quantize=cls)`). Register a class
 `@register_quantizer("name")` and select it with `quant.weight_quantizer` /
 `quant.activation_quantizer`.
 """
+from paddle import nn
+
 from ernie_qat.registry import Registry
 
 QUANTIZER_LAYERS = Registry("quantizer")
 register_quantizer = QUANTIZER_LAYERS.register
+
+
+@register_quantizer("prequantized")
+class PrequantizedWeights(nn.Layer):
+    """Weight 'quantizer' of post-training quantized weights (ernie_qat.ptq): they already lie on their grid."""
+
+    def forward(self, weight):
+        return weight
 
 
 def quantizer_layer(name: str, key: str):
