@@ -3,11 +3,8 @@ import argparse
 import sys
 from typing import Callable
 
-from ernie_qat.config import ConfigError, load_config
-from ernie_qat.data.loader import DataError
-from ernie_qat.fetch import FetchError
-
-USER_ERRORS = (ConfigError, DataError, FetchError)
+from ernie_qat.config import load_config
+from ernie_qat.errors import UserError
 
 
 def add_config_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -21,19 +18,13 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(main: Callable[[], None]) -> None:
-    """Run `main`; a user error prints `error: ...` and exits 2 (1 for network failures), no traceback."""
-    from ernie_qat.deploy import DeployError
-    from ernie_qat.export import ExportError
-    from ernie_qat.models.classifier import ModelError
-    from ernie_qat.train.trainer import RunExistsError
+    """Run `main`; a `UserError` prints `error: ...` and exits with its code (2; 1 for network failures),
+    no traceback."""
     try:
         main()
-    except FetchError as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
-    except USER_ERRORS + (ModelError, RunExistsError, ExportError, DeployError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)

@@ -8,7 +8,6 @@ Example:
     cfg = load_config("configs/r8_minilm_fp32.yaml", ["train.learning_rate=3e-5"])
 """
 import dataclasses
-import difflib
 import re
 import typing
 from dataclasses import dataclass, field
@@ -18,13 +17,33 @@ from typing import Any, Optional, Sequence
 import yaml
 
 from ernie_qat.data.builtin import DATASETS
+from ernie_qat.errors import UserError, did_you_mean
 
 CONFIG_VERSION = 1
 METRICS = ("accuracy", "macro_f1", "mcc")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A configuration file or override is invalid; the message says where and why."""
+
+
+class Methods:
+    """The values a section's `method` may take: "none" and the names registered for that section
+    (ernie_qat.train.hooks registries), read when a config is checked, not when this module loads."""
+
+    def __init__(self, section: str):
+        self.section = section
+
+    def names(self) -> list:
+        import ernie_qat.methods  # noqa: F401  (fills the registries)
+        from ernie_qat.train.hooks import REGISTRIES
+        return ["none"] + [name for registry in REGISTRIES for name in registry.methods(self.section)]
+
+    def __iter__(self):
+        return iter(self.names())
+
+    def __contains__(self, value) -> bool:
+        return value in self.names()
 
 
 def param(default: Any, *, low: Optional[float] = None, high: Optional[float] = None,
@@ -84,7 +103,7 @@ class TrainConfig:
 @dataclass
 class QuantConfig:
     """Quantization-aware training on PaddleSlim (fake-quantized Linear layers)."""
-    method: str = param("none", choices=("none", "qat"))
+    method: str = param("none", choices=Methods("quant"))  # qat; ptq is written by tools/ptq.py
     weight_bits: int = param(8, low=2, high=8)
     activation_bits: int = param(8, low=2, high=8)
     # per-tensor: the only weight scales Paddle 2.6's oneDNN INT8 pass applies as trained (quant/onednn.py)
@@ -96,6 +115,7 @@ class QuantConfig:
     quantize_classifier: bool = False
     weight_quantizer: str = ""          # a registered quantizer layer (ernie_qat.quant.quantizers); "" = PaddleSlim's
     activation_quantizer: str = ""
+    quantizer_lr_scale: float = param(1.0, low=0.0)  # learning-rate multiplier of quantizer parameters (no decay)
 
 
 @dataclass
@@ -115,7 +135,7 @@ class PTQConfig:
 @dataclass
 class RegularizerConfig:
     """Weight-distribution regularizers (ernie_qat.regularizers): KURE's kurtosis loss and its ERNIE-aware targets."""
-    method: str = param("none", choices=("none", "kurtosis"))
+    method: str = param("none", choices=Methods("regularizer"))  # kurtosis
     weight: float = param(1.0, low=0.0)                 # λ, the loss term's weight
     warmup_steps: int = param(0, low=0)                 # λ ramps linearly from 0 over these steps
     target: str = param("fixed", choices=("fixed", "relative", "one_sided"))
@@ -249,9 +269,9 @@ def _section_names(obj) -> list:
 
 
 def _suggest(key: str, names: Sequence[str], prefix: str) -> str:
-    close = difflib.get_close_matches(str(key), names, n=1)
-    if close:
-        return f"; did you mean `{prefix}{close[0]}`?"
+    hint = did_you_mean(key, names)
+    if hint:
+        return hint.replace("`", f"`{prefix}", 1)
     return f"; expected one of: {', '.join(names)}" if names else "; this section takes no keys yet"
 
 

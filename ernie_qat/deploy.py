@@ -22,13 +22,14 @@ from paddlenlp.transformers import ErnieTokenizer
 
 from ernie_qat.data.batching import Encoded, batched_scores
 from ernie_qat.data.loader import LabelVocab
+from ernie_qat.errors import UserError
 
 DEPLOY_FILE = "deploy.yaml"
 MODEL_PREFIX = "model"
 PRECISIONS = ("int8", "fp32")
 
 
-class DeployError(ValueError):
+class DeployError(UserError):
     """A deployment folder is missing, malformed, or cannot run as asked."""
 
 

@@ -1,36 +1,38 @@
 """Export a training checkpoint as a self-contained Paddle Inference deployment folder, and verify it.
 
 The folder gets `model.pdmodel` / `model.pdiparams`, the tokenizer files, `labels.json` and
-`deploy.yaml` (max_seq_len, precision, how the model was quantized, where it came from). A model
-transform that changes what inference should run (QAT's fake-quant ops, which carry the INT8
-scales) provides `save_inference_model(model, prefix)`; otherwise the FP32 graph is saved.
+`deploy.yaml` (max_seq_len, precision, how the model was quantized, where it came from). The
+checkpoint's structural transforms `convert` it (QAT writes fake-quant ops, which carry the INT8
+scales); a checkpoint without one is saved as its FP32 graph.
 """
 import dataclasses
 import functools
-import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict
+from typing import Callable, Dict, Sequence
 
 import numpy as np
 import yaml
 
 import ernie_qat
+from ernie_qat.atomic import atomic_folder
 from ernie_qat.data.batching import encode
 from ernie_qat.data.loader import read_examples
 from ernie_qat.data.sources import data_file
 from ernie_qat.deploy import DEPLOY_FILE, MODEL_PREFIX, PRECISIONS, Predictor
+from ernie_qat.errors import UserError
 from ernie_qat.plugins import build_transforms
 from ernie_qat.train.checkpoint import load_checkpoint
 from ernie_qat.train.metrics import classification_metrics
-from ernie_qat.train.trainer import predict_logits
+from ernie_qat.train.evaluate import predict_logits
+from ernie_qat.train.hooks import ModelTransform
 
 MIN_AGREEMENT = 99.0  # % of examples on which the exported model's argmax equals the trained model's
 MAX_METRIC_DROP = 0.5  # accuracy points the exported model may lose against the trained model
 
 
-class ExportError(ValueError):
+class ExportError(UserError):
     """The checkpoint cannot be exported as asked."""
 
 
@@ -43,29 +45,31 @@ def export(checkpoint, output, precision: str = "int8") -> Path:
     if precision not in PRECISIONS:
         raise ExportError(f"`--precision` must be one of {list(PRECISIONS)}, got {precision!r}")
     model, tokenizer, labels, cfg = load_checkpoint(checkpoint)
-    savers = [t for t in build_transforms(cfg) if hasattr(t, "save_inference_model")]
-    if precision == "int8" and not savers:
-        raise ExportError(f"`{checkpoint}` is an FP32 checkpoint without calibration: it has no quantization "
-                          "scales to export as INT8. Fine-tune it with `quant.method: qat` "
-                          "(model.name_or_path: this checkpoint), or export it with --precision fp32.")
+    transforms = build_transforms(cfg)
     if precision == "int8":
-        _check_int8(cfg.quant, checkpoint)
+        _check_int8(transforms, checkpoint)
     deploy = {"precision": precision, "max_seq_len": cfg.data.max_seq_len,
               "quantization": dataclasses.asdict(cfg.quant) if cfg.quant.method != "none" else None,
               "checkpoint": str(Path(checkpoint).resolve())}
-    save_model = functools.partial(savers[-1].save_inference_model, model) if savers else model.save_inference_model
-    return write_deploy_folder(output, save_model, tokenizer, labels, deploy)
+    return write_deploy_folder(output, functools.partial(convert, model, transforms), tokenizer, labels, deploy)
 
 
-def _check_int8(quant, checkpoint) -> None:
-    """Raises ExportError unless Paddle's oneDNN INT8 predictor can run the checkpoint's quantization."""
-    if quant.weight_bits != 8 or quant.activation_bits != 8:
-        raise ExportError(f"`{checkpoint}` is quantized to W{quant.weight_bits}A{quant.activation_bits}: Paddle's "
-                          "INT8 predictor runs 8-bit weights and activations only; evaluate it in fake quantization")
-    if quant.weight_quantizer == "prequantized":
-        raise ExportError(f"`{checkpoint}` holds post-training quantized weights that are not 8-bit symmetric per "
-                          "tensor (fewer bits, per-channel or asymmetric ranges): Paddle's INT8 predictor cannot "
-                          "run them as quantized; evaluate it in fake quantization")
+def convert(model, transforms: Sequence[ModelTransform], prefix: str) -> None:
+    """Write `model`'s inference graph at `prefix`: the last transform that converts it, else the FP32 graph."""
+    if not any(transform.convert(model, prefix) for transform in reversed(transforms)):
+        model.save_inference_model(prefix)
+
+
+def _check_int8(transforms: Sequence[ModelTransform], checkpoint) -> None:
+    """Raises ExportError unless Paddle's oneDNN INT8 predictor can run the checkpoint as trained."""
+    if not any(transform.quantizes for transform in transforms):
+        raise ExportError(f"`{checkpoint}` is an FP32 checkpoint without calibration: it has no quantization "
+                          "scales to export as INT8. Fine-tune it with `quant.method: qat` "
+                          "(model.name_or_path: this checkpoint), or export it with --precision fp32.")
+    for transform in transforms:
+        reason = transform.int8_blocker()
+        if reason:
+            raise ExportError(f"`{checkpoint}` cannot be exported to INT8: {reason}")
 
 
 def write_deploy_folder(output, save_model: Callable[[str], None], tokenizer, labels, deploy: dict) -> Path:
@@ -75,18 +79,14 @@ def write_deploy_folder(output, save_model: Callable[[str], None], tokenizer, la
     format and package version.
     """
     output = Path(output)
-    staging = output.with_name(output.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    with warnings.catch_warnings():  # paddle warns that input_spec needs full_graph, yet honours it
-        warnings.filterwarnings("ignore", message="full_graph=False")
-        save_model(str(staging / MODEL_PREFIX))
-    tokenizer.save_pretrained(str(staging))
-    labels.save(staging)
-    header = {"format": 1, "ernie_qat_version": ernie_qat.__version__}
-    (staging / DEPLOY_FILE).write_text(yaml.safe_dump({**header, **deploy}, sort_keys=False))
-    shutil.rmtree(output, ignore_errors=True)
-    staging.rename(output)
+    with atomic_folder(output) as staging:
+        with warnings.catch_warnings():  # paddle warns that input_spec needs full_graph, yet honours it
+            warnings.filterwarnings("ignore", message="full_graph=False")
+            save_model(str(staging / MODEL_PREFIX))
+        tokenizer.save_pretrained(str(staging))
+        labels.save(staging)
+        header = {"format": 1, "ernie_qat_version": ernie_qat.__version__}
+        (staging / DEPLOY_FILE).write_text(yaml.safe_dump({**header, **deploy}, sort_keys=False))
     return output
 
 

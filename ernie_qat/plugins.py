@@ -1,25 +1,32 @@
-"""The plugins a config enables. Importing each method module here registers its builders.
+"""The plugins a config enables, built from the registries of ernie_qat.train.hooks."""
+from typing import List
 
-Transforms apply in registration order: OCS's layer structure must exist before QAT wraps it.
-"""
-from ernie_qat.ptq import ocs  # noqa: F401  (registers the OCS structure transform)
-from ernie_qat.quant import qat  # noqa: F401  (registers the QAT transform)
-from ernie_qat.regularizers import kurtosis  # noqa: F401  (registers the kurtosis loss term)
-from ernie_qat.train.hooks import LOSS_TERMS, STEP_STRATEGIES, TRANSFORMS, Plugins
+from ernie_qat.train.hooks import (INTERVENTIONS, LOSS_TERMS, STEP_STRATEGIES, STRUCTURAL, TRANSFORMS,
+                                   ModelTransform, PluginError, Plugins)
 
 
-def build_transforms(cfg) -> list:
-    """The model transforms the config enables, in registration order."""
-    return [t for t in (build(cfg) for build in TRANSFORMS.values()) if t is not None]
+def _built(registry, cfg) -> list:
+    import ernie_qat.methods  # noqa: F401  (fills the registries)
+    return [plugin for plugin in (build(cfg) for build in registry.values()) if plugin is not None]
+
+
+def build_transforms(cfg, role: str = STRUCTURAL) -> List[ModelTransform]:
+    """The config's model transforms of `role` (structural: what reloading a checkpoint re-applies), in order."""
+    return [t for t in Plugins(transforms=_built(TRANSFORMS, cfg)).transforms if t.role == role]
 
 
 def build_plugins(cfg) -> Plugins:
-    """Transforms, loss terms and the step strategy the config enables."""
-    strategies = [s for s in (build(cfg) for build in STEP_STRATEGIES.values()) if s is not None]
+    """Every plugin the config enables: transforms of both roles, loss terms, interventions, the step strategy.
+
+    Raises:
+        PluginError: more than one optimizer-step strategy is enabled.
+    """
+    strategies = _built(STEP_STRATEGIES, cfg)
     if len(strategies) > 1:
-        raise ValueError(f"more than one optimizer-step strategy enabled: {strategies}")
-    plugins = Plugins(transforms=build_transforms(cfg),
-                      loss_terms=[t for t in (build(cfg) for build in LOSS_TERMS.values()) if t is not None])
+        raise PluginError(f"more than one optimizer-step strategy enabled: {[s.name for s in strategies]}; "
+                          "choose one")
+    plugins = Plugins(transforms=_built(TRANSFORMS, cfg), loss_terms=_built(LOSS_TERMS, cfg),
+                      interventions=_built(INTERVENTIONS, cfg))
     if strategies:
         plugins.step_strategy = strategies[0]
     return plugins

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from ernie_qat.benchmark import (model_size_mb, random_inputs, run_benchmark, synthetic_deploy_dirs,
-                                 time_predictor)
+from ernie_qat.benchmark.inference import (model_size_mb, random_inputs, run_benchmark, synthetic_deploy_dirs,
+                                           time_predictor)
 from ernie_qat.deploy import Predictor
 
 ROW_KEYS = {"model", "engine", "threads", "batch", "seq_len", "p50_ms", "p90_ms", "p99_ms", "throughput",

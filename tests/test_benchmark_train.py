@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from ernie_qat.benchmark_train import (ENGINES, format_train_table, paddle_step_timer, run_train_benchmark,
-                                       torch_step_timer)
+from ernie_qat.benchmark.training import (ENGINES, _torch_step_timer, format_train_table, paddle_step_timer,
+                                          run_train_benchmark)
 
 ROW_KEYS = {"shape", "engine", "threads", "batch", "seq_len", "step_s", "p90_s", "examples_per_s", "ratio_vs_torch",
             "ratio_vs_paddle_fp32"}
@@ -32,7 +32,7 @@ def test_paddle_timer_updates_weights(qat):
     assert not np.array_equal(before["net.classifier.weight"], after["net.classifier.weight"])
     assert not np.array_equal(before["net.ernie.embeddings.word_embeddings.weight"],
                               after["net.ernie.embeddings.word_embeddings.weight"])
-    quantized = [type(m).__name__ for m in step.model.sublayers() if type(m).__name__ == "QuantizedLinear"]
+    quantized = [m for m in step.model.sublayers() if type(m).__name__ in ("QuantizedLinear", "FastQuantizedLinear")]
     assert bool(quantized) == qat
 
 
@@ -60,7 +60,7 @@ def test_rows_in_process():
 
 def test_torch_timer_and_row():
     torch = pytest.importorskip("torch")
-    step = torch_step_timer("tiny", batch=2, seq_len=8, threads=1)
+    step = _torch_step_timer("tiny", batch=2, seq_len=8, threads=1)  # tools/torch_reference.py
     before = step.model.classifier.weight.detach().clone()
     assert np.isfinite(step())
     assert not torch.equal(before, step.model.classifier.weight)

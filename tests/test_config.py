@@ -50,7 +50,7 @@ def test_overrides_parse_and_type_check(tmp_path):
     ("distill: {weight: 1.0}", r"unknown key `distill.weight`; this section takes no keys yet"),
     ("quant: {bits: 8}", r"unknown key `quant.bits`; expected one of: method, weight_bits, "),
     ("quant: {method: qat, weight_bits: 16}", r"`quant.weight_bits` must be in \[2, 8\], got 16"),
-    ("quant: {method: ptq}", r"`quant.method` must be one of \['none', 'qat'\], got 'ptq'"),
+    ("quant: {method: lsq}", r"`quant.method` must be one of \['none', 'qat', 'ptq'\], got 'lsq'"),
     ("train: {epochs: three}", r"`train.epochs`: expected int, got 'three' \(str\)"),
     ("train: {epochs: true}", r"`train.epochs`: expected int, got True \(bool\)"),
     ("train: {epochs: 1.5}", r"`train.epochs`: expected int, got 1.5"),

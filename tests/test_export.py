@@ -15,7 +15,7 @@ from ernie_qat.deploy import DeployError, Predictor
 from ernie_qat.export import ExportError, export, verify
 from ernie_qat.quant.quantizers import QUANTIZER_LAYERS, register_quantizer
 from ernie_qat.train.checkpoint import load_checkpoint
-from ernie_qat.train.trainer import predict_logits
+from ernie_qat.train.evaluate import predict_logits
 
 
 def reference_logits(checkpoint, data_file, max_seq_len=32):

@@ -53,6 +53,15 @@ def run(prefix: str, x: np.ndarray, int8: bool) -> np.ndarray:
     return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
 
 
+def cpu_has_vnni() -> bool:
+    """Whether the CPU has 8-bit dot-product instructions (AVX-512 VNNI, AVX-VNNI or AMX)."""
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return True
+    return any(flag in flags for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))
+
+
 def relative_error(a, b) -> float:
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
@@ -79,7 +88,11 @@ def test_pinned_per_tensor_weights_run_in_int8_as_trained(tmp_path, x):
     assert WEIGHT_OP not in op_types(prefix) and op_types(prefix).count(PINNED_OP) == 2  # weight and input
     assert relative_error(run(prefix, x, int8=False), reference) < 1e-6  # the same arithmetic in FP32
     # INT8 now differs from the fake-quant model by float rounding only (before: the mis-read scales)
-    assert relative_error(run(prefix, x, int8=True), reference) < 1e-5 and unpinned_error > 1e-2  # measured 2e-7, 0.027
+    int8_error = relative_error(run(prefix, x, int8=True), reference)
+    if int8_error >= 1e-5 and not cpu_has_vnni():
+        pytest.xfail(f"this CPU has no VNNI: oneDNN's int8 kernels multiply-add u8·s8 pairs into saturating int16 "
+                     f"(vpmaddubsw), relative error {int8_error:.3f} (measured 0.061 on an AVX2-only AMD EPYC)")
+    assert int8_error < 1e-5 and unpinned_error > 1e-2  # measured 2e-7, 0.027 (AVX-512 VNNI)
 
 
 def test_paddle_still_misreads_per_channel_fc_scales(tmp_path, x):

@@ -19,10 +19,11 @@ p50; speedup is against paddle-fp32 of the same model, threads, batch and sequen
 of --shape, default minilm; 8 labels; dropout 0.1) for paddle-fp32, paddle-qat (PaddleSlim
 fake-quant), paddle-fp32-frozen-emb (word-embedding table frozen), paddle-fp32-fast-dropout and
 paddle-qat-fast-dropout (`train.fast_dropout`: compiled dropout masks) and, if `torch` imports
-(requirements-torch.txt), an equivalent PyTorch model as torch-fp32. Defaults: --batch 32,
---seq-len 128, --threads 2, --runs 5 steps after --warmup 2. step_s is the median step in seconds;
-ratios are step-time ratios (> 1: slower than torch / paddle-fp32). A thread count other than
-this process's OMP_NUM_THREADS is measured in a child process with OMP_NUM_THREADS set to it.
+(requirements-torch.txt), an equivalent PyTorch model (tools/torch_reference.py) as torch-fp32.
+Defaults: --batch 32, --seq-len 128, --threads 2, --runs 5 steps after --warmup 2. step_s is the
+median step in seconds; ratios are step-time ratios (> 1: slower than torch / paddle-fp32). A thread
+count other than this process's OMP_NUM_THREADS is measured in a child process with
+OMP_NUM_THREADS set to it.
 """
 import argparse
 import json
@@ -69,7 +70,7 @@ def machine_info() -> dict:
 
 def collect_models(args, parser) -> dict:
     """{name: {"fp32": dir, "int8": dir}} from --model / --fp32-model / --shape."""
-    from ernie_qat.benchmark import BenchmarkError, synthetic_deploy_dirs
+    from ernie_qat.benchmark.inference import BenchmarkError, synthetic_deploy_dirs
     from ernie_qat.deploy import read_deploy_config
     if len(args.fp32_model) > len(args.model):
         parser.error("each --fp32-model pairs with a --model given before it")
@@ -120,7 +121,7 @@ def main() -> None:
     if not args.model and not args.shape:
         parser.error("give at least one --model or --shape")
 
-    from ernie_qat.benchmark import format_table, plot, run_benchmark
+    from ernie_qat.benchmark.inference import format_table, plot, run_benchmark
     machine = machine_info()
     models = collect_models(args, parser)
     rows = run_benchmark(models, args.batch, args.seq_len, args.threads, args.runs, args.warmup, ort=args.ort,
@@ -143,7 +144,7 @@ def train_main(args, parser) -> None:
     if args.model or args.fp32_model or args.png:
         parser.error("--train times random-weight models of --shape; --model, --fp32-model and --png "
                      "are for the inference benchmark")
-    from ernie_qat.benchmark_train import format_train_table, run_train_benchmark
+    from ernie_qat.benchmark.training import format_train_table, run_train_benchmark
     from ernie_qat.env import cpu_settings
     shapes = list(dict.fromkeys(args.shape or ["minilm"]))
     batches, seq_lens, threads_list = args.batch or [32], args.seq_len or [128], args.threads or [2]

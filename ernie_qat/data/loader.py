@@ -12,10 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from ernie_qat.errors import UserError
+
 FORMATS = {".tsv": "tsv", ".txt": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A data file is unreadable or malformed; the message names the file and line."""
 
 

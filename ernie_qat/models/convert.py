@@ -14,6 +14,8 @@ from safetensors.numpy import load_file
 
 from paddlenlp.transformers import ErnieConfig, ErnieModel, ErnieTokenizer
 
+from ernie_qat.errors import UserError
+
 # PaddleNLP's ERNIE sets every LayerNorm epsilon to 1e-12 (`ErniePretrainedModel._init_weights`)
 # and ignores `ErnieConfig.layer_norm_eps`, so a checkpoint trained with another value cannot match.
 PADDLE_LAYER_NORM_EPS = 1e-12
@@ -42,7 +44,7 @@ _LAYER_MODULES = [
 _POOLER_MODULES = [("pooler.dense", "pooler.dense", "linear")]
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError):
     """The checkpoint does not have the BERT encoder layout, or uses a setting Paddle's ERNIE lacks."""
 
 

@@ -20,9 +20,10 @@ from ernie_qat.data.batching import collate, encode
 from ernie_qat.data.sources import load_splits
 from ernie_qat.models.classifier import ModelError
 from ernie_qat.ptq.calibrate import calibrate
-from ernie_qat.ptq.quantize import deployable, quant_config, quantize_post_training
+from ernie_qat.ptq.quantize import quantize_post_training
+from ernie_qat.ptq.transform import deployable, recorded_quant_config
 from ernie_qat.train.checkpoint import load_checkpoint, save_checkpoint
-from ernie_qat.train.trainer import evaluate
+from ernie_qat.train.evaluate import evaluate
 
 # Method name -> `ptq` settings: Hu et al.'s LQ, ACIQ and OCS, and OCS combined with clipping.
 METHODS = {
@@ -69,7 +70,7 @@ class PTQSession:
         started = time.time()
         model = quantize_post_training(load_checkpoint(cfg.ptq.checkpoint)[0], cfg.ptq, self.stats)
         saved = copy.deepcopy(cfg)
-        saved.quant = quant_config(cfg.ptq)
+        saved.quant = recorded_quant_config(cfg.ptq)
         save_checkpoint(output, model, self.tokenizer, self.labels, saved)
         metrics = self.evaluate(model)
         return {"ptq": dataclasses.asdict(cfg.ptq), "checkpoint": str(output), "deployable": deployable(cfg.ptq),

@@ -5,9 +5,9 @@ the row is halved and a copy of the halved row appended, and x gets a copy of th
 channel, so y is unchanged while max|W| shrinks. Repeated for ceil(expand_ratio · in) splits
 (a halved row may be split again). `OCSLinear` is the split layer: x [..., in] is expanded to
 [..., in + k] with the duplicated channels, then its Linear [in + k, out] runs. `OCSTransform`
-(config `ptq.ocs_expand_ratio`) splits a model's encoder: post-training quantization uses it, and
-it rebuilds the structure when an OCS checkpoint loads; it runs before QAT wraps the Linear
-layers (ernie_qat.plugins imports this module first).
+(config `ptq.ocs_expand_ratio` of a `quant.method: ptq` checkpoint) splits a model's encoder:
+post-training quantization uses it, and it rebuilds the structure when an OCS checkpoint loads,
+before the fake-quant wrapping (its declared order).
 """
 import math
 from typing import Tuple
@@ -17,7 +17,7 @@ import paddle
 from paddle import nn
 
 from ernie_qat.models.classifier import encoder_linears, replace_sublayer
-from ernie_qat.train.hooks import TRANSFORMS
+from ernie_qat.train.hooks import TRANSFORMS, ModelTransform
 
 
 def split_count(in_features: int, expand_ratio: float) -> int:
@@ -59,8 +59,9 @@ class OCSLinear(nn.Layer):
         return self.linear(paddle.concat([x, paddle.index_select(x, self.split_index, axis=-1)], axis=-1))
 
 
-class OCSTransform:
+class OCSTransform(ModelTransform):
     """Model transform splitting every encoder Linear layer (`ptq.ocs_expand_ratio` > 0); the output is unchanged."""
+    name, order = "ocs", 10
 
     def __init__(self, expand_ratio: float):
         self.expand_ratio = expand_ratio
@@ -71,8 +72,6 @@ class OCSTransform:
         return model
 
 
+@TRANSFORMS.register("ocs")
 def build_ocs(cfg) -> "OCSTransform | None":
-    return OCSTransform(cfg.ptq.ocs_expand_ratio) if cfg.ptq.ocs_expand_ratio > 0 else None
-
-
-TRANSFORMS["ocs"] = build_ocs
+    return OCSTransform(cfg.ptq.ocs_expand_ratio) if cfg.quant.method == "ptq" and cfg.ptq.ocs_expand_ratio > 0 else None

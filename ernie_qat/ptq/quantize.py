@@ -7,21 +7,19 @@ reloaded and exported like a QAT checkpoint:
    per tensor or per output channel (ernie_qat.ptq.ranges, aciq);
 3. PaddleSlim fake-quant layers wrap the Linear layers, their input scales set from calibration
    (ernie_qat.ptq.calibrate) by `activation_range`.
-Where the weights are 8-bit symmetric per-tensor, PaddleSlim's own abs-max weight quantizer
-reproduces step 2 exactly, and the model exports to oneDNN INT8; otherwise the weights stay as
-rounded (the `prequantized` quantizer) and the model is evaluated in fake quantization only.
+The checkpoint records `quant.method: ptq`; ernie_qat.ptq.transform rebuilds that form on reload.
 """
 from typing import Dict
 
 import numpy as np
 
-from ernie_qat.config import ConfigError, PTQConfig, QuantConfig
+from ernie_qat.config import ConfigError, PTQConfig
 from ernie_qat.ptq import aciq  # noqa: F401  (registers the ACIQ ranges)
 from ernie_qat.ptq.calibrate import InputStats
 from ernie_qat.ptq.ocs import OCSLinear, OCSTransform
 from ernie_qat.ptq.ranges import RANGES, quant_range
 from ernie_qat.ptq.uniform import fake_quantize
-from ernie_qat.quant.qat import QATTransform
+from ernie_qat.ptq.transform import PTQTransform
 
 
 def check_ptq_config(cfg: PTQConfig) -> None:
@@ -31,19 +29,6 @@ def check_ptq_config(cfg: PTQConfig) -> None:
     if cfg.activation_range == "minmax":
         raise ConfigError("`ptq.activation_range`: Paddle's activation quantizers are symmetric; "
                           "use absmax or an ACIQ range")
-
-
-def deployable(cfg: PTQConfig) -> bool:
-    """Whether Paddle's oneDNN INT8 predictor runs these weights as quantized: 8-bit, symmetric, per tensor."""
-    return (cfg.weight_bits == 8 and cfg.activation_bits == 8 and cfg.granularity == "per_tensor"
-            and cfg.weight_range != "minmax")
-
-
-def quant_config(cfg: PTQConfig) -> QuantConfig:
-    """The QAT-form quantization a PTQ result is stored and reloaded with."""
-    return QuantConfig(method="qat", weight_bits=cfg.weight_bits, activation_bits=cfg.activation_bits,
-                       weight_quantize_type="abs_max", activation_quantize_type="moving_average_abs_max",
-                       weight_quantizer="" if deployable(cfg) else "prequantized")
 
 
 def quantize_post_training(model, cfg: PTQConfig, stats: Dict[str, InputStats]):
@@ -57,7 +42,7 @@ def quantize_post_training(model, cfg: PTQConfig, stats: Dict[str, InputStats]):
         weight = linear.weight.numpy()
         low, high = quant_range(cfg.weight_range, weight, cfg.weight_bits, axis, "ptq.weight_range")
         linear.weight.set_value(fake_quantize(weight, low, high, cfg.weight_bits))
-    model = QATTransform(quant_config(cfg)).prepare(model)
+    model = PTQTransform(cfg).prepare(model)
     for name, layer_stats in stats.items():
         scale = np.array([activation_clip(layer_stats, cfg)], np.float32)
         _linear_at(model, name)._fake_quant_input._scale.set_value(scale)

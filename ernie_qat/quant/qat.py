@@ -1,46 +1,76 @@
-"""Quantization-aware training: PaddleSlim's dygraph QAT applied as the training loop's model transform.
+"""Quantization-aware training: PaddleSlim's dygraph QAT as a structural model transform.
 
-Encoder Linear layers get per-channel abs-max weight fake-quantization and moving-average
-abs-max activation fake-quantization (configurable in `quant:`); the pooler and classifier are
-quantized on request. `onnx_format` stays False: its models read correctly in both the FP32 and
-the oneDNN INT8 predictor (../shared/STACK.md, pitfall 9). Weights are per-tensor by default:
-Paddle 2.6's INT8 pass mis-scales per-channel fc weights (ernie_qat.quant.onednn).
+Encoder Linear layers get abs-max weight fake-quantization (per tensor by default, per output
+channel with `weight_quantize_type: channel_wise_abs_max`) and moving-average abs-max activation
+fake-quantization, as configured in `quant:`; the pooler and classifier are quantized on request.
+A registered quantizer layer (ernie_qat.quant.quantizers) replaces PaddleSlim's for weights or
+activations, built per layer from its spec. `onnx_format` stays False: its models read correctly
+in both the FP32 and the oneDNN INT8 predictor (../shared/STACK.md, pitfall 9). Per tensor is the
+default because Paddle 2.6's INT8 pass mis-scales per-channel fc weights (ernie_qat.quant.onednn).
 """
 import copy
 import warnings
 
 import paddleslim
-from paddle.nn.quant.quant_layers import MAOutputScaleLayer
+from paddle.nn.quant.quant_layers import MAOutputScaleLayer, QuantizedLinear
 
 from ernie_qat.config import QuantConfig
 from ernie_qat.models.classifier import INPUT_SPEC, replace_sublayer
 from ernie_qat.quant.onednn import pin_trained_scales
-from ernie_qat.quant.quantizers import quantizer_layer
-from ernie_qat.train.hooks import TRANSFORMS
+from ernie_qat.quant.quantizers import QUANTIZER_LAYERS, QuantizerSpec, build_quantizer, quantizer_parameters
+from ernie_qat.train.hooks import TRANSFORMS, ModelTransform, ParamGroup
 
 
-class QATTransform:
-    """`prepare(model)` wraps the model's Linear layers in fake-quant layers, in place."""
+class QATTransform(ModelTransform):
+    """`prepare(model)` wraps the model's Linear layers in fake-quant layers, in place; `convert` exports them."""
+    name, order, quantizes = "qat", 20, True
 
     def __init__(self, cfg: QuantConfig):
         self.cfg = cfg
-        self.qat = paddleslim.QAT(
-            config={"weight_quantize_type": cfg.weight_quantize_type,
-                    "activation_quantize_type": cfg.activation_quantize_type,
-                    "weight_bits": cfg.weight_bits, "activation_bits": cfg.activation_bits,
-                    "moving_rate": cfg.moving_rate, "quantizable_layer_type": ["Linear"],
-                    "onnx_format": False},
-            weight_quantize=quantizer_layer(cfg.weight_quantizer, "quant.weight_quantizer"),
-            act_quantize=quantizer_layer(cfg.activation_quantizer, "quant.activation_quantizer"))
+        for key in ("weight_quantizer", "activation_quantizer"):
+            if getattr(cfg, key):
+                QUANTIZER_LAYERS.lookup(getattr(cfg, key), f"quant.{key}")
+        self.qat = paddleslim.QAT(config={
+            "weight_quantize_type": cfg.weight_quantize_type, "activation_quantize_type": cfg.activation_quantize_type,
+            "weight_bits": cfg.weight_bits, "activation_bits": cfg.activation_bits, "moving_rate": cfg.moving_rate,
+            "quantizable_layer_type": ["Linear"], "onnx_format": False})
 
     def prepare(self, model):
         model.net.ernie.pooler.dense.skip_quant = not self.cfg.quantize_pooler
         model.net.classifier.skip_quant = not self.cfg.quantize_classifier
         self.qat.quantize(model)
         _drop_output_observers(model)
+        for layer in model.sublayers():
+            if isinstance(layer, QuantizedLinear):
+                self._use_registered_quantizers(layer)
         return model
 
-    def save_inference_model(self, model, prefix: str) -> None:
+    def _use_registered_quantizers(self, layer: QuantizedLinear) -> None:
+        """Replace PaddleSlim's quantizers of `layer` by the configured registered ones, built for its shapes."""
+        cfg = self.cfg
+        if cfg.weight_quantizer:
+            spec = QuantizerSpec("weight", cfg.weight_bits, cfg.weight_quantize_type == "channel_wise_abs_max",
+                                 tuple(layer.weight.shape), cfg.moving_rate)
+            layer._fake_quant_weight = build_quantizer(cfg.weight_quantizer, spec, layer.weight, "quant.weight_quantizer")
+        if cfg.activation_quantizer:
+            spec = QuantizerSpec("activation", cfg.activation_bits, moving_rate=cfg.moving_rate)
+            layer._fake_quant_input = build_quantizer(cfg.activation_quantizer, spec, None, "quant.activation_quantizer")
+
+    def param_groups(self, model):
+        params = quantizer_parameters(model)
+        return [ParamGroup(params, weight_decay=False, lr_scale=self.cfg.quantizer_lr_scale)] if params else []
+
+    def int8_blocker(self):
+        cfg = self.cfg
+        if cfg.weight_bits != 8 or cfg.activation_bits != 8:
+            return (f"it is quantized to W{cfg.weight_bits}A{cfg.activation_bits}: Paddle's INT8 predictor runs 8-bit "
+                    "weights and activations only; evaluate it in fake quantization")
+        if cfg.weight_quantizer or cfg.activation_quantizer:
+            return ("it uses registered quantizer layers, whose INT8 form Paddle's predictor does not know; "
+                    "evaluate it in fake quantization")
+        return None
+
+    def convert(self, model, prefix: str) -> bool:
         """Write `prefix.pdmodel` / `prefix.pdiparams` with fake-quant ops for the INT8 predictor."""
         model = copy.deepcopy(model)  # to_static rewrites the layer it is given (STACK.md, pitfall 8)
         model.eval()
@@ -51,6 +81,7 @@ class QATTransform:
             warnings.warn("per-channel weights: Paddle 2.6's oneDNN INT8 pass quantizes fc weights with scales read "
                           "along the wrong axis, so the INT8 model differs from the trained one (see --verify); "
                           "`quant.weight_quantize_type: abs_max` exports exactly", stacklevel=2)
+        return True
 
 
 def _drop_output_observers(model) -> None:
@@ -65,8 +96,6 @@ def _drop_output_observers(model) -> None:
         replace_sublayer(model, name, layers[name]._layer)
 
 
+@TRANSFORMS.register("qat", section="quant")
 def build_qat(cfg) -> "QATTransform | None":
     return QATTransform(cfg.quant) if cfg.quant.method == "qat" else None
-
-
-TRANSFORMS["qat"] = build_qat

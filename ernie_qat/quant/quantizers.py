@@ -1,27 +1,69 @@
-"""Custom quantizer layers for QAT, by name: the extension point for learned-step or ternary quantizers.
+"""Quantizer layers by name, built from their config: the extension point for learned-step or ternary quantizers.
 
-A quantizer layer is a `paddle.nn.Layer` class whose forward takes the float tensor (a weight or
-an activation) and returns its quantized-dequantized value; PaddleSlim's `QAT` builds one per
-quantized layer (`QAT(weight_quantize=cls, act_quantize=cls)`). Register a class with
+A quantizer layer is a `paddle.nn.Layer` whose forward takes the float tensor (a weight or an
+activation) and returns its quantized-dequantized value. Register a class with
 `@register_quantizer("name")` and select it with `quant.weight_quantizer` /
-`quant.activation_quantizer`.
+`quant.activation_quantizer`; QAT builds one per quantized Linear layer as
+`cls(spec: QuantizerSpec, weight)` (`weight` None for activations), so bits, granularity and the
+tensor's shape are known when it is built and any learnable parameter exists before the
+optimizer does. Parameters of registered quantizers get no weight decay and the learning-rate
+multiplier `quant.quantizer_lr_scale`.
+
+Quantizers that keep running statistics (PaddleSlim's moving-average activation observers, or
+a registered layer) update them only in training mode: `frozen_statistics(model)` switches them
+to eval mode for an extra pass (SAM's ascent) that must not move them.
 """
+import contextlib
+from dataclasses import dataclass
+from typing import Iterator, Optional, Tuple
+
+import paddle
 from paddle import nn
+from paddle.nn.quant.quant_layers import (FakeQuantAbsMax, FakeQuantChannelWiseAbsMax,
+                                          FakeQuantMovingAverageAbsMax, MovingAverageAbsMaxScale)
 
 from ernie_qat.registry import Registry
 
 QUANTIZER_LAYERS = Registry("quantizer")
 register_quantizer = QUANTIZER_LAYERS.register
+PADDLE_QUANTIZERS = (FakeQuantAbsMax, FakeQuantChannelWiseAbsMax, FakeQuantMovingAverageAbsMax,
+                     MovingAverageAbsMaxScale)
 
 
-@register_quantizer("prequantized")
-class PrequantizedWeights(nn.Layer):
-    """Weight 'quantizer' of post-training quantized weights (ernie_qat.ptq): they already lie on their grid."""
+@dataclass(frozen=True)
+class QuantizerSpec:
+    """What a quantizer layer is built for."""
+    role: str                  # "weight" or "activation"
+    bits: int                  # 2..8
+    per_channel: bool = False  # weights: one scale per output channel (a column of a Linear weight [in, out])
+    shape: Tuple[int, ...] = ()  # the weight's shape; () for activations
+    moving_rate: float = 0.9   # for quantizers keeping a moving average
 
-    def forward(self, weight):
-        return weight
+
+def build_quantizer(name: str, spec: QuantizerSpec, weight: Optional[paddle.Tensor], key: str) -> nn.Layer:
+    """The quantizer registered as `name`, built for `spec`; `key` names the config field in errors."""
+    return QUANTIZER_LAYERS.lookup(name, key)(spec, weight)
 
 
-def quantizer_layer(name: str, key: str):
-    """The class registered as `name`, or None for ""; `key` names the config field in errors."""
-    return QUANTIZER_LAYERS.lookup(name, key) if name else None
+def is_quantizer(layer: nn.Layer) -> bool:
+    return isinstance(layer, PADDLE_QUANTIZERS) or type(layer) in QUANTIZER_LAYERS.values()
+
+
+def quantizer_parameters(model: nn.Layer) -> list:
+    """Trainable parameters of the registered quantizer layers in `model` (step sizes and the like)."""
+    registered = tuple(QUANTIZER_LAYERS.values())
+    return [p for layer in model.sublayers() if registered and isinstance(layer, registered)
+            for p in layer.parameters(include_sublayers=False) if not p.stop_gradient]
+
+
+@contextlib.contextmanager
+def frozen_statistics(model: nn.Layer) -> Iterator[None]:
+    """Within the block, `model`'s quantizers run as in evaluation: no observer or running statistic moves."""
+    switched = [layer for layer in model.sublayers() if is_quantizer(layer) and layer.training]
+    for layer in switched:
+        layer.training = False
+    try:
+        yield
+    finally:
+        for layer in switched:
+            layer.training = True

@@ -17,17 +17,20 @@ from typing import Dict, List, Tuple
 import paddle
 
 from ernie_qat.config import ConfigError, RegularizerConfig
-from ernie_qat.train.hooks import LOSS_TERMS
+from ernie_qat.train.hooks import LOSS_TERMS, LossTerm
 
 
 def kurtosis(weight: paddle.Tensor) -> paddle.Tensor:
-    """Kurt[W] = mean(((W − mean W) / std W)⁴) over all elements (population std); a scalar tensor."""
+    """Kurt[W] = mean(((W − mean W) / std W)⁴) over all elements (population std); a scalar tensor.
+
+    The one definition of kurtosis in the toolkit (ernie_qat.analysis.kurtosis uses it too).
+    """
     centered = weight - weight.mean()
     variance = (centered * centered).mean()
     return (centered ** 4).mean() / (variance * variance)
 
 
-class KurtosisRegularizer:
+class KurtosisRegularizer(LossTerm):
     """A loss term: `(λ · loss, logs)`; logs hold the regularizer loss and each tensor's kurtosis."""
 
     name = "kurtosis"
@@ -64,7 +67,7 @@ class KurtosisRegularizer:
         ramp = min(1.0, (step + 1) / self.cfg.warmup_steps) if self.cfg.warmup_steps else 1.0
         return self.cfg.weight * ramp
 
-    def __call__(self, model, logits, batch, step: int):
+    def __call__(self, model, outputs, batch, step: int):
         penalties, logs = [], {}
         for name, weight in self.tensors(model):
             value = kurtosis(weight)
@@ -77,8 +80,6 @@ class KurtosisRegularizer:
         return self.weight_at(step) * loss, logs
 
 
+@LOSS_TERMS.register("kurtosis", section="regularizer")
 def build_kurtosis(cfg) -> "KurtosisRegularizer | None":
     return KurtosisRegularizer(cfg.regularizer) if cfg.regularizer.method == "kurtosis" else None
-
-
-LOSS_TERMS["kurtosis"] = build_kurtosis

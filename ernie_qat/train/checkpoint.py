@@ -2,11 +2,11 @@
 
 A checkpoint holds the PaddleNLP model files (config.json, model_state.pdparams), the tokenizer
 files, labels.json and the run's config.yaml; the `last` checkpoint also holds optimizer.pdopt
-(with the learning-rate schedule) and trainer_state.json. Folders are written beside the
-target and renamed into place, so a crash never leaves a half-written checkpoint.
+(with the learning-rate schedule) and trainer_state.json. Folders are written whole or not at
+all (ernie_qat.atomic). Only the structural model transforms of the run's config are re-applied
+on load: training-only ones (forward taps, compiled kernels, a teacher) leave no trace here.
 """
 import json
-import shutil
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -14,10 +14,12 @@ import paddle
 
 from paddlenlp.transformers import ErnieConfig, ErnieForSequenceClassification, ErnieTokenizer
 
+from ernie_qat.atomic import atomic_folder
 from ernie_qat.config import Config, load_config
 from ernie_qat.data.loader import LabelVocab
 from ernie_qat.models.classifier import ModelError, TextClassifier
 from ernie_qat.plugins import build_transforms
+from ernie_qat.train.parallel import unwrap
 
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.pdopt"
@@ -25,27 +27,20 @@ OPTIMIZER_FILE = "optimizer.pdopt"
 
 def save_checkpoint(folder: Path, model, tokenizer, labels: LabelVocab, cfg: Config,
                     state: Optional[dict] = None, optimizer=None) -> None:
-    folder = Path(folder)
-    staging, stale = folder.with_name(folder.name + ".partial"), folder.with_name(folder.name + ".stale")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    model.save(staging)
-    tokenizer.save_pretrained(str(staging))
-    labels.save(staging)
-    cfg.save(staging / "config.yaml")
-    if optimizer is not None:
-        paddle.save(_rename_params(optimizer.state_dict(), _param_names(model)), str(staging / OPTIMIZER_FILE))
-    if state is not None:
-        (staging / STATE_FILE).write_text(json.dumps(state, indent=1))
-    shutil.rmtree(stale, ignore_errors=True)
-    if folder.exists():
-        folder.rename(stale)
-    staging.rename(folder)
-    shutil.rmtree(stale, ignore_errors=True)
+    model = unwrap(model)
+    with atomic_folder(folder) as staging:
+        model.save(staging)
+        tokenizer.save_pretrained(str(staging))
+        labels.save(staging)
+        cfg.save(staging / "config.yaml")
+        if optimizer is not None:
+            paddle.save(_rename_params(optimizer.state_dict(), _param_names(model)), str(staging / OPTIMIZER_FILE))
+        if state is not None:
+            (staging / STATE_FILE).write_text(json.dumps(state, indent=1))
 
 
 def load_checkpoint(folder: Path):
-    """Rebuild a checkpoint's model as it was trained (model transforms such as QAT re-applied).
+    """Rebuild a checkpoint's model as it was trained (structural transforms such as QAT re-applied).
 
     Returns:
         (TextClassifier in eval mode, tokenizer, LabelVocab, Config of the run).
@@ -64,7 +59,7 @@ def load_checkpoint(folder: Path):
 
 def restore_training(folder: Path, model, optimizer) -> dict:
     """Load weights and optimizer state saved by `save_checkpoint`; returns the trainer state."""
-    folder = Path(folder)
+    folder, model = Path(folder), unwrap(model)
     model.load_weights(folder)
     structured = {v: k for k, v in _param_names(model).items()}
     optimizer.set_state_dict(_rename_params(paddle.load(str(folder / OPTIMIZER_FILE)), structured))

@@ -1,29 +1,34 @@
-"""Faster CPU versions of the encoder's ops for the training step, computing what Paddle's compute.
+"""Faster CPU versions of the encoder's layers for the training step, computing what Paddle's compute.
 
-Paddle 2.6 runs much of a training step's CPU work on one thread. Inside `fast_cpu_ops(model)`:
-- Linear layers compute their bias gradient as `ones[1, N] @ dY` (an MKL GEMV on all cores)
-  instead of a one-thread reduction over the N = batch × tokens rows (44 ms for a [4096, 1536]
-  gradient, three times its matmul);
-- LayerNorm, softmax, the encoder's exact GELU and QAT's abs-max weight and moving-average
-  abs-max activation quantizers run the compiled OpenMP kernels of `ernie_qat.train.kernels` when they could be
-  built (Paddle's otherwise).
-Results equal Paddle's up to float rounding and summation order (tests/test_fast_ops.py).
-Evaluation and export run outside the context, on Paddle's own ops.
+Paddle 2.6 runs much of a training step's CPU work on one thread. `FastCPUOps`, a training-only
+model transform, replaces the student's layers by equivalents that keep their parameters (same
+objects, same names) and, in training mode only, run:
+- Linear layers (plain and PaddleSlim's QuantizedLinear) with the bias gradient as
+  `ones[1, N] @ dY` (an MKL GEMV on all cores) instead of a one-thread reduction over the
+  N = batch × tokens rows (44 ms for a [4096, 1536] gradient, three times its matmul);
+- LayerNorm, the attention softmax, the exact GELU, QAT's abs-max weight and moving-average
+  abs-max activation quantizers, and (opt-in, `train.fast_dropout`) dropout on the compiled
+  OpenMP kernels of `ernie_qat.train.kernels`.
+In eval mode they run Paddle's own ops, so evaluation and everything saved or exported is
+unchanged; results equal Paddle's up to float rounding and summation order (tests/test_fast_ops.py).
+Where the kernels cannot be built the transform is not installed and Paddle's ops run.
+
+Fast dropout: Paddle draws CPU masks one element at a time on one thread (64 ms for a MiniLM
+layer's attention probabilities at batch 32 × 128); `ernie_dropout` draws them from a
+counter-based generator (SplitMix64) seeded from Paddle's generator on all cores, so runs stay
+reproducible under `paddle.seed` and `--resume`, but the masks differ from Paddle's: results
+differ from runs without it as a change of seed would.
 """
-import contextlib
-import functools
-from unittest import mock
-
 import numpy as np
 import paddle
 import paddle.nn.functional as F
-import paddle.nn.layer.norm as norm_layers
+from paddle import nn
 from paddle.autograd import PyLayer
-from paddle.nn.quant.quant_layers import FakeQuantAbsMax, FakeQuantMovingAverageAbsMax
+from paddle.nn.quant.quant_layers import FakeQuantAbsMax, FakeQuantMovingAverageAbsMax, QuantizedLinear
 
+from ernie_qat.models.classifier import replace_sublayer
+from ernie_qat.train.hooks import TRAINING, TRANSFORMS, ModelTransform
 from ernie_qat.train.kernels import encoder_ops
-
-_paddle_linear, _paddle_layer_norm, _paddle_softmax, _paddle_gelu = F.linear, F.layer_norm, F.softmax, F.gelu
 
 
 class _AddBias(PyLayer):
@@ -40,8 +45,8 @@ class _AddBias(PyLayer):
         return grad, paddle.matmul(ones, rows).reshape([grad.shape[-1]])
 
 
-def linear(x, weight, bias=None, name=None):
-    """Drop-in for `paddle.nn.functional.linear` (x [..., in], weight [in, out], bias [out])."""
+def linear(x, weight, bias=None):
+    """`paddle.nn.functional.linear` (x [..., in], weight [in, out], bias [out]) with the GEMV bias gradient."""
     y = paddle.matmul(x, weight)
     return y if bias is None else _AddBias.apply(y, bias)
 
@@ -51,29 +56,36 @@ def _compiled(x):
     return encoder_ops() if x.dtype == paddle.float32 and x.place.is_cpu_place() else None
 
 
-def layer_norm(x, normalized_shape, weight=None, bias=None, epsilon=1e-05, name=None):
-    """Drop-in for `paddle.nn.functional.layer_norm`; compiled for a last-axis norm with weight and bias."""
+def layer_norm(x, normalized_shape, weight=None, bias=None, epsilon=1e-05):
+    """`paddle.nn.functional.layer_norm`; compiled for a last-axis norm with weight and bias."""
     ops = _compiled(x)
     last_axis = isinstance(normalized_shape, int) or len(normalized_shape) == 1
     if ops is None or not last_axis or weight is None or bias is None:
-        return _paddle_layer_norm(x, normalized_shape, weight, bias, epsilon, name)
+        return F.layer_norm(x, normalized_shape, weight, bias, epsilon)
     return ops.ernie_layer_norm(x, weight, bias, float(epsilon))[0]
 
 
-def softmax(x, axis=-1, dtype=None, name=None):
-    """Drop-in for `paddle.nn.functional.softmax`; compiled along the last axis."""
+def softmax(x, axis=-1):
+    """`paddle.nn.functional.softmax`; compiled along the last axis."""
     ops = _compiled(x)
-    if ops is None or dtype is not None or axis not in (-1, x.ndim - 1):
-        return _paddle_softmax(x, axis, dtype, name)
+    if ops is None or axis not in (-1, x.ndim - 1):
+        return F.softmax(x, axis)
     return ops.ernie_softmax(x)
 
 
-def gelu(x, approximate=False, name=None):
-    """Drop-in for `paddle.nn.functional.gelu`; compiled for the exact (erf) form."""
+def gelu(x):
+    """`paddle.nn.functional.gelu`, exact (erf) form, compiled."""
     ops = _compiled(x)
-    if ops is None or approximate:
-        return _paddle_gelu(x, approximate, name)
-    return ops.ernie_gelu(x)
+    return F.gelu(x) if ops is None else ops.ernie_gelu(x)
+
+
+def dropout(x, p=0.5, axis=None, training=True, mode="upscale_in_train"):
+    """`paddle.nn.functional.dropout` with compiled masks for the common case (float32, no axis, upscale_in_train)."""
+    ops = _compiled(x)
+    if ops is None or not training or axis is not None or mode != "upscale_in_train" or not 0 < p < 1:
+        return F.dropout(x, p=p, axis=axis, training=training, mode=mode)
+    seed = int(paddle.randint(0, 2 ** 31 - 1, [1]).item())
+    return ops.ernie_dropout(x, float(p), seed)[0]
 
 
 class _StraightThrough(PyLayer):
@@ -99,44 +111,124 @@ def _update_moving_average(quantizer: FakeQuantMovingAverageAbsMax, x) -> None:
     quantizer._scale.set_value(np.array([accum / state], np.float32))
 
 
-def moving_average_fake_quant(quantizer: FakeQuantMovingAverageAbsMax, x):
-    """Drop-in for `FakeQuantMovingAverageAbsMax.forward` on a float32 CPU input."""
-    if _compiled(x) is None or quantizer._reduce_type is not None:
-        return FakeQuantMovingAverageAbsMax.forward(quantizer, x)
-    if quantizer.training:
-        _update_moving_average(quantizer, x)
-    return _StraightThrough.apply(x, float(quantizer._scale.item()), quantizer._quant_bits)
-
-
-def abs_max_fake_quant(quantizer: FakeQuantAbsMax, x):
-    """Drop-in for `FakeQuantAbsMax.forward` (weights) on a float32 CPU input; records the scale as Paddle's does."""
-    if _compiled(x) is None or quantizer._reduce_type is not None:
-        return FakeQuantAbsMax.forward(quantizer, x)
+def fake_quant(quantizer: nn.Layer, x):
+    """`quantizer(x)`, compiled for Paddle's abs-max (weights) and moving-average abs-max (activations)
+    quantizers on a float32 CPU input; the moving average advances only in training mode, as Paddle's."""
+    kind = type(quantizer)
+    if _compiled(x) is None or kind not in (FakeQuantAbsMax, FakeQuantMovingAverageAbsMax) \
+            or quantizer._reduce_type is not None:
+        return quantizer(x)
+    if kind is FakeQuantMovingAverageAbsMax:
+        if quantizer.training:
+            _update_moving_average(quantizer, x)
+        return _StraightThrough.apply(x, float(quantizer._scale.item()), quantizer._quant_bits)
     scale = encoder_ops().ernie_abs_max(x)
-    if quantizer._scale is not None:
+    if quantizer._scale is not None:  # recorded as Paddle's forward records it
         with paddle.no_grad():
             quantizer._scale.set_value(scale)
     return _StraightThrough.apply(x, float(scale.item()), quantizer._quant_bits)
 
 
-@contextlib.contextmanager
-def fast_cpu_ops(model: paddle.nn.Layer):
-    """Within the block, `model`'s Linear, LayerNorm, attention softmax, GELU and activation quantizers use the ops above.
+class FastLinear(nn.Layer):
+    """nn.Linear (same weight [in, out] and bias [out]) with the GEMV bias gradient in training."""
 
-    Patches the functions nn.Linear (and PaddleSlim's QuantizedLinear), nn.LayerNorm and
-    nn.MultiHeadAttention call, the `activation` of `model`'s transformer layers that use
-    Paddle's GELU, and the `forward` of its abs-max and moving-average quantizers; all are
-    restored on exit.
-    """
-    patches = [(F, "linear", linear), (norm_layers, "layer_norm", layer_norm), (F, "softmax", softmax)]
-    for layer in model.sublayers(include_self=True):
-        if getattr(layer, "activation", None) is _paddle_gelu:
-            patches.append((layer, "activation", gelu))
-        if type(layer) is FakeQuantMovingAverageAbsMax:
-            patches.append((layer, "forward", functools.partial(moving_average_fake_quant, layer)))
-        if type(layer) is FakeQuantAbsMax:
-            patches.append((layer, "forward", functools.partial(abs_max_fake_quant, layer)))
-    with contextlib.ExitStack() as stack:
-        for owner, attribute, replacement in patches:
-            stack.enter_context(mock.patch.object(owner, attribute, replacement))
-        yield
+    def __init__(self, layer: nn.Linear):
+        super().__init__()
+        self.weight, self.bias, self.name = layer.weight, layer.bias, layer.name
+
+    def forward(self, x):
+        if self.training:
+            return linear(x, self.weight, self.bias)
+        return F.linear(x, self.weight, self.bias, name=self.name)
+
+
+class FastQuantizedLinear(nn.Layer):
+    """PaddleSlim's QuantizedLinear (same weight, bias and quantizer sublayers) on the fast ops in training."""
+
+    def __init__(self, layer: QuantizedLinear):
+        super().__init__()
+        self.weight, self.bias, self.name = layer.weight, layer.bias, layer.name
+        self._fake_quant_weight, self._fake_quant_input = layer._fake_quant_weight, layer._fake_quant_input
+        self._act_preprocess, self._weight_preprocess = layer._act_preprocess, layer._weight_preprocess
+
+    def forward(self, x):
+        if self._act_preprocess is not None:
+            x = self._act_preprocess(x)
+        weight = self.weight if self._weight_preprocess is None else self._weight_preprocess(self.weight)
+        if not self.training:
+            return F.linear(self._fake_quant_input(x), self._fake_quant_weight(weight), self.bias, name=self.name)
+        return linear(fake_quant(self._fake_quant_input, x), fake_quant(self._fake_quant_weight, weight), self.bias)
+
+
+class FastLayerNorm(nn.Layer):
+    """nn.LayerNorm (same weight and bias) on the compiled kernel in training."""
+
+    def __init__(self, layer: nn.LayerNorm):
+        super().__init__()
+        self.weight, self.bias = layer.weight, layer.bias
+        self._normalized_shape, self._epsilon = layer._normalized_shape, layer._epsilon
+
+    def forward(self, x):
+        norm = layer_norm if self.training else F.layer_norm
+        return norm(x, self._normalized_shape, self.weight, self.bias, self._epsilon)
+
+
+class FastSoftmax(nn.Layer):
+    """nn.Softmax on the compiled kernel in training."""
+
+    def __init__(self, layer: nn.Softmax):
+        super().__init__()
+        self._axis = layer._axis
+
+    def forward(self, x):
+        return softmax(x, self._axis) if self.training else F.softmax(x, self._axis)
+
+
+class FastGELU(nn.Layer):
+    """The encoder layers' exact GELU activation on the compiled kernel in training."""
+
+    def forward(self, x):
+        return gelu(x) if self.training else F.gelu(x)
+
+
+class FastDropout(nn.Layer):
+    """nn.Dropout with compiled masks (other masks than Paddle's: see the module docstring)."""
+
+    def __init__(self, layer: nn.Dropout):
+        super().__init__()
+        self.p, self.axis, self.mode = layer.p, layer.axis, layer.mode
+
+    def forward(self, x):
+        return dropout(x, self.p, self.axis, self.training, self.mode)
+
+
+FAST_LAYERS = {nn.Linear: FastLinear, QuantizedLinear: FastQuantizedLinear, nn.LayerNorm: FastLayerNorm,
+               nn.Softmax: FastSoftmax}
+
+
+def install_fast_ops(model: nn.Layer, fast_dropout: bool = False) -> nn.Layer:
+    """Replace `model`'s sublayers (not `model` itself) by their fast equivalents, in place; returns `model`."""
+    replacements = {**FAST_LAYERS, **({nn.Dropout: FastDropout} if fast_dropout else {})}
+    for name, layer in list(model.named_sublayers()):
+        fast = replacements.get(type(layer))
+        if fast is not None:
+            replace_sublayer(model, name, fast(layer))
+        if getattr(layer, "activation", None) is F.gelu:
+            layer.activation = FastGELU()
+    return model
+
+
+class FastCPUOps(ModelTransform):
+    """Training-only: the student's layers on the compiled CPU kernels (applied after every other transform)."""
+    name, role, order = "fast_cpu_ops", TRAINING, 90
+
+    def __init__(self, fast_dropout: bool = False):
+        self.fast_dropout = fast_dropout
+
+    def prepare(self, model):
+        return install_fast_ops(model, self.fast_dropout)
+
+
+@TRANSFORMS.register("fast_cpu_ops")
+def build_fast_cpu_ops(cfg) -> "FastCPUOps | None":
+    return FastCPUOps(cfg.train.fast_dropout) if encoder_ops() is not None else None

@@ -89,7 +89,7 @@ def synthetic_deploy_dirs(shape: str, workdir: Optional[Path] = None) -> Dict[st
             ids, types = random_inputs(rng, *CALIBRATION_SHAPE, SHAPES[shape]["vocab_size"])
             model(paddle.to_tensor(ids), paddle.to_tensor(types))
     model.eval()
-    write_deploy_folder(dirs["int8"], functools.partial(qat.save_inference_model, model), tokenizer, labels,
+    write_deploy_folder(dirs["int8"], functools.partial(qat.convert, model), tokenizer, labels,
                         _deploy_info("int8", shape, dataclasses.asdict(quant)))
     return dirs
 
@@ -298,16 +298,21 @@ TABLE_COLUMNS = [("model", "{}"), ("engine", "{}"), ("threads", "{}"), ("batch",
                  ("speedup", "{:.2f}x"), ("size_mb", "{:.1f}")]
 
 
-def format_table(rows: Sequence[dict]) -> str:
-    """Plain-text table: latency in ms, throughput in sequences/s, speedup vs paddle-fp32, size in MB."""
-    cells = [[name for name, _ in TABLE_COLUMNS]]
-    cells += [[fmt.format(r[name]) if r.get(name) is not None else "-" for name, fmt in TABLE_COLUMNS] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(TABLE_COLUMNS))]
+def text_table(columns: Sequence[tuple], rows: Sequence[dict]) -> List[str]:
+    """Lines of a plain-text table: `columns` are (key, format) pairs; a missing or None value shows as "-"."""
+    cells = [[name for name, _ in columns]]
+    cells += [[fmt.format(r[name]) if r.get(name) is not None else "-" for name, fmt in columns] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     lines = ["  ".join(c.rjust(w) if i >= 2 else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
              for row in cells]
     lines.insert(1, "-" * len(lines[0]))
+    return lines
+
+
+def format_table(rows: Sequence[dict]) -> str:
+    """Plain-text table: latency in ms, throughput in sequences/s, speedup vs paddle-fp32, size in MB."""
     paths = sorted({r["ort_path"] for r in rows if r.get("ort_path")})
-    return "\n".join(lines + [f"ort path: {p}" for p in paths])
+    return "\n".join(text_table(TABLE_COLUMNS, rows) + [f"ort path: {p}" for p in paths])
 
 
 def plot(rows: Sequence[dict], png_path) -> None:

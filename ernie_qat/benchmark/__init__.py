@@ -1,0 +1,1 @@
+"""CPU benchmarks: inference (`inference`) and training steps (`training`)."""

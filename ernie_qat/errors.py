@@ -1,0 +1,18 @@
+"""User errors: one base class the command-line tools report as `error: ...` without a traceback.
+
+Every error a user can fix by changing input (a config, a file, a path, a plugin combination)
+derives from `UserError`; `ernie_qat.cli.run` prints it and exits with its `exit_code`.
+"""
+import difflib
+from typing import Iterable
+
+
+class UserError(ValueError):
+    """Bad input the user can fix; the message says what is wrong and what to do instead."""
+    exit_code = 2
+
+
+def did_you_mean(name: str, choices: Iterable[str], quote: str = "`") -> str:
+    """"; did you mean `x`?" for the closest of `choices` to `name`, or "" if none is close."""
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1)
+    return f"; did you mean {quote}{close[0]}{quote}?" if close else ""

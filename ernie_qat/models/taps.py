@@ -1,0 +1,173 @@
+"""The student's training forward: what plugins can read (`Outputs`) and replace (interventions).
+
+`TapsTransform`, a training-only model transform, gives the encoder named points (`POINTS`):
+each self-attention becomes `Attention` (the same computation as Paddle's `MultiHeadAttention`,
+same sublayer and parameter names, with the points in the middle of it), and forward post-hooks
+on the embeddings and the encoder layers expose the hidden states. At every point the forward
+calls `Taps`, which (1) hands the tensor to the interventions active at this step, continuing
+with their result as a fresh leaf, and (2) records it if a loss term asked for it. With nothing
+asked and no intervention active, a point is a dictionary lookup: the numbers are the ones of
+Paddle's forward, op for op. `forward_outputs(model, batch, needs)` runs the model and returns
+the `Outputs` record; export keeps the logits-only `TextClassifier.forward`.
+"""
+import contextlib
+from dataclasses import dataclass
+from typing import Dict, FrozenSet, List, Optional, Sequence
+
+import paddle
+from paddle import nn
+
+from ernie_qat.train.hooks import TRAINING, TRANSFORMS, Intervention, ModelTransform, PluginError
+
+# Points of encoder layer i (hidden: i = 0 embeddings, i = k output of layer k - 1).
+POINTS = ("hidden",               # [B, L, H] hidden state
+          "attention.input",      # [B, L, H] input of the Q/K/V projections
+          "attention.scores",     # [B, heads, L, L] q·kᵀ/√d, before the padding mask
+          "attention.probs",      # [B, heads, L, L] softmax of the masked scores, before dropout
+          "attention.context",    # [B, L, H] heads merged: the input of out_proj
+          "attention.output")     # [B, L, H] output of out_proj, the attention block's output
+# Outputs field -> the point it records.
+OUTPUT_POINTS = {"hidden_states": "hidden", "attention_scores": "attention.scores",
+                 "attention_probs": "attention.probs", "attention_outputs": "attention.output"}
+
+
+@dataclass
+class Outputs:
+    """What the training forward returns: logits [B, C] always, the rest only when asked for
+    (lists over layers: hidden_states has L + 1 entries, the attention fields L)."""
+    logits: paddle.Tensor
+    hidden_states: Optional[List[paddle.Tensor]] = None
+    attention_scores: Optional[List[paddle.Tensor]] = None
+    attention_probs: Optional[List[paddle.Tensor]] = None
+    attention_outputs: Optional[List[paddle.Tensor]] = None
+
+
+def fresh_leaf(tensor: paddle.Tensor) -> paddle.Tensor:
+    """`tensor` cut from its graph as a new leaf that still takes a gradient.
+
+    A plain `.detach()` (stop_gradient True) fed into QAT's straight-through quantizers made
+    backward fail once an intervention was switched off ("No Output(X@GRAD)"); a leaf does not.
+    """
+    leaf = tensor.detach()
+    leaf.stop_gradient = False
+    return leaf
+
+
+class Taps:
+    """The points' dispatcher: interventions first, then recording; `session` scopes one forward."""
+
+    def __init__(self, num_layers: int):
+        self.num_layers = num_layers
+        self.interventions: List[Intervention] = []
+        self._active: List[Intervention] = []
+        self._recording: Dict[str, Dict[int, paddle.Tensor]] = {}
+
+    def __call__(self, point: str, layer: int, tensor: paddle.Tensor) -> paddle.Tensor:
+        for intervention in self._active:
+            if intervention.point == point and (intervention.layers is None or layer in intervention.layers):
+                tensor = fresh_leaf(intervention.replace(tensor, layer))
+        if point in self._recording:
+            self._recording[point][layer] = tensor
+        return tensor
+
+    @contextlib.contextmanager
+    def session(self, needs: FrozenSet[str] = frozenset(), step: Optional[int] = None):
+        """Within the block, interventions active at `step` run (none if step is None) and the
+        points behind `needs` are recorded; yields the dict the records land in."""
+        unknown = set(needs) - set(OUTPUT_POINTS)
+        if unknown:
+            raise PluginError(f"unknown forward outputs {sorted(unknown)}; available: {sorted(OUTPUT_POINTS)}")
+        self._recording = {OUTPUT_POINTS[name]: {} for name in needs}
+        self._active = [] if step is None else [i for i in self.interventions if i.active(step)]
+        try:
+            yield self._recording
+        finally:
+            self._recording, self._active = {}, []
+
+
+class Attention(nn.Layer):
+    """Paddle's `MultiHeadAttention` forward for self-attention, with the taps of `POINTS`.
+
+    Built from a MultiHeadAttention, it takes over its q/k/v/out projections (quantized or not)
+    under the same names, so parameters, state-dict keys and the arithmetic are unchanged:
+    x [B, L, H] -> out [B, L, H].
+    """
+
+    def __init__(self, attention: nn.MultiHeadAttention, taps: Taps, layer: int):
+        super().__init__()
+        self.num_heads, self.head_dim = attention.num_heads, attention.head_dim
+        self.need_weights = False
+        self.q_proj, self.k_proj = attention.q_proj, attention.k_proj
+        self.v_proj, self.out_proj = attention.v_proj, attention.out_proj
+        self.softmax = nn.Softmax(axis=-1)
+        self.dropout = nn.Dropout(attention.dropout, mode="upscale_in_train") if attention.dropout else None
+        self.taps, self.layer = taps, layer
+
+    def _split_heads(self, x):
+        """[B, L, H] -> [B, heads, L, head_dim]."""
+        return paddle.transpose(paddle.reshape(x, [0, 0, self.num_heads, self.head_dim]), [0, 2, 1, 3])
+
+    def forward(self, query, key=None, value=None, attn_mask=None, cache=None):
+        if cache is not None or (key is not None and key is not query):
+            raise NotImplementedError("Attention taps support the encoder's self-attention only")
+        tap, layer = self.taps, self.layer
+        x = tap("attention.input", layer, query)
+        q, k, v = self._split_heads(self.q_proj(x)), self._split_heads(self.k_proj(x)), self._split_heads(self.v_proj(x))
+        scores = tap("attention.scores", layer, paddle.matmul(q * (self.head_dim ** -0.5), k, transpose_y=True))
+        if attn_mask is not None:
+            scores = scores + attn_mask
+        probs = tap("attention.probs", layer, self.softmax(scores))
+        if self.dropout is not None:
+            probs = self.dropout(probs)
+        context = paddle.transpose(paddle.matmul(probs, v), [0, 2, 1, 3])
+        context = tap("attention.context", layer, paddle.reshape(context, [0, 0, context.shape[2] * context.shape[3]]))
+        out = tap("attention.output", layer, self.out_proj(context))
+        return (out, probs) if self.need_weights else out
+
+
+class TapsTransform(ModelTransform):
+    """Training-only: installs the points of `POINTS` on the student and gives it `.taps`."""
+    name, role, order = "taps", TRAINING, 80
+
+    def prepare(self, model):
+        encoder_layers = model.net.ernie.encoder.layers
+        taps = Taps(len(encoder_layers))
+        model.net.ernie.embeddings.register_forward_post_hook(
+            lambda layer, inputs, output: taps("hidden", 0, output))
+        for index, encoder_layer in enumerate(encoder_layers):
+            encoder_layer.self_attn = Attention(encoder_layer.self_attn, taps, index)
+            encoder_layer.register_forward_post_hook(
+                lambda layer, inputs, output, index=index: taps("hidden", index + 1, output))
+        model.taps = taps
+        return model
+
+
+def taps_of(model) -> Taps:
+    """The `Taps` of a student prepared by `TapsTransform` (through a `paddle.DataParallel` wrapper too)."""
+    from ernie_qat.train.parallel import unwrap
+    taps = getattr(unwrap(model), "taps", None)
+    if taps is None:
+        raise PluginError("this model has no forward taps: build it with the training plugins (TapsTransform)")
+    return taps
+
+
+def forward_outputs(model, batch: dict, needs: FrozenSet[str] = frozenset(), step: Optional[int] = None) -> Outputs:
+    """Run `model` (the student, or its DataParallel wrapper) on `batch`; interventions of `step` apply.
+
+    A model without taps (no TapsTransform) gives logits only, and an error if more is needed.
+    """
+    from ernie_qat.train.parallel import unwrap
+    if needs or getattr(unwrap(model), "taps", None) is not None:
+        taps = taps_of(model)
+    else:
+        return Outputs(logits=model(batch["input_ids"], batch["token_type_ids"]))
+    with taps.session(needs, step) as records:
+        logits = model(batch["input_ids"], batch["token_type_ids"])
+    fields = {name: [records[point][i] for i in sorted(records[point])]
+              for name, point in OUTPUT_POINTS.items() if point in records}
+    return Outputs(logits=logits, **fields)
+
+
+@TRANSFORMS.register("taps")
+def build_taps(cfg) -> TapsTransform:
+    return TapsTransform()
