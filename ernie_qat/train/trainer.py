@@ -85,7 +85,8 @@ def fit(cfg: Config, plugins: Optional[Plugins] = None, resume: bool = False) ->
     state = {"step": 0, "best_metric": None, "best_step": None, "train_seconds": 0.0}
     if resume and last_dir.exists():
         state = restore_training(last_dir, model, optimizer)
-    if topo.world_size > 1:
+    if topo.world_size > 1:  # gradients are all-reduced across the ranks in backward
+        paddle.distributed.init_parallel_env()
         model = paddle.DataParallel(model)
     metrics_log = _open_log(out / "metrics.jsonl", state["step"]) if topo.writes else None
 
