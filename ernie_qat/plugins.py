@@ -12,7 +12,7 @@ def _built(registry, cfg) -> list:
 
 def build_transforms(cfg, role: str = STRUCTURAL) -> List[ModelTransform]:
     """The config's model transforms of `role` (structural: what reloading a checkpoint re-applies), in order."""
-    return [t for t in Plugins(transforms=_built(TRANSFORMS, cfg)).transforms if t.role == role]
+    return [t for t in Plugins(transforms=_built(TRANSFORMS, cfg)).ordered_transforms() if t.role == role]
 
 
 def build_plugins(cfg) -> Plugins:

@@ -108,7 +108,7 @@ def test_a_recording_plugin_sees_every_hook_in_order(toy_task):
     base = build_plugins(cfg)
     plugins = Plugins(transforms=[RecordingTransform(log), *base.transforms], loss_terms=[RecordingTerm(log)],
                       interventions=[RecordingIntervention(log)], step_strategy=TwoPassStrategy(log))
-    assert [t.name for t in plugins.transforms][-1] == "rec_transform"  # declared order, not list order
+    assert [t.name for t in plugins.ordered_transforms()][-1] == "rec_transform"  # declared order, not list order
     fit(cfg, plugins)
 
     def step_calls(step, replace):
@@ -258,7 +258,7 @@ def test_parameter_groups_set_decay_and_learning_rate(toy_task):
 
 def test_training_only_transforms_leave_no_trace_in_checkpoints_or_exports(toy_task, fp32_checkpoint):
     cfg = load_config(toy_task["config"])
-    assert [t.name for t in build_plugins(cfg).transforms if t.role == TRAINING] == ["taps", "fast_cpu_ops"]
+    assert [t.name for t in build_plugins(cfg).ordered_transforms() if t.role == TRAINING] == ["taps", "fast_cpu_ops"]
     plain = _tiny_model(toy_task).net.state_dict()
     saved = paddle.load(str(fp32_checkpoint / "model_state.pdparams"))
     assert saved.keys() == plain.keys()

@@ -64,7 +64,7 @@ def paddle_step_timer(shape: str, batch: int, seq_len: int, qat: bool, freeze_wo
     run = Config(quant=QuantConfig(method="qat" if qat else "none"),
                  train=TrainConfig(warmup_ratio=0.0, fast_dropout=fast_dropout))
     plugins = build_plugins(run)  # QAT if asked, and the training forward the trainer uses (taps, compiled kernels)
-    for transform in plugins.transforms:
+    for transform in plugins.ordered_transforms():
         model = transform.prepare(model)
     optimizer, schedule = make_optimizer(model, run.train, total_steps=10 ** 6)
     data = {"input_ids": paddle.to_tensor(ids), "token_type_ids": paddle.to_tensor(types),

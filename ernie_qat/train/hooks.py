@@ -128,16 +128,13 @@ class Plugins:
     interventions: List[Intervention] = field(default_factory=list)
     step_strategy: StepStrategy = field(default_factory=StepStrategy)
 
-    def __post_init__(self):
-        self.transforms = sorted(self.transforms, key=lambda t: (t.role != STRUCTURAL, t.order))
+    def ordered_transforms(self) -> List[ModelTransform]:
+        """The transforms in the order they apply: structural first, then by declared `order`."""
+        return sorted(self.transforms, key=lambda t: (t.role != STRUCTURAL, t.order))
 
     def all(self) -> List[Plugin]:
         """Every plugin, in the order their hooks are called."""
-        return [*self.transforms, *self.loss_terms, *self.interventions, self.step_strategy]
-
-    @property
-    def structural(self) -> List[ModelTransform]:
-        return [t for t in self.transforms if t.role == STRUCTURAL]
+        return [*self.ordered_transforms(), *self.loss_terms, *self.interventions, self.step_strategy]
 
     @property
     def needs(self) -> FrozenSet[str]:

@@ -69,7 +69,7 @@ def fit(cfg: Config, plugins: Optional[Plugins] = None, resume: bool = False) ->
     labels = LabelVocab.from_examples(splits["train"])
     model, tokenizer = build_classifier(cfg.model, labels)
     model.net.ernie.embeddings.word_embeddings.weight.stop_gradient = tc.freeze_word_embeddings
-    for transform in plugins.transforms:
+    for transform in plugins.ordered_transforms():
         model = transform.prepare(model)
     if plugins.interventions:
         taps_of(model).interventions = plugins.interventions
