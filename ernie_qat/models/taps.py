@@ -12,12 +12,13 @@ the `Outputs` record; export keeps the logits-only `TextClassifier.forward`.
 """
 import contextlib
 from dataclasses import dataclass
-from typing import Dict, FrozenSet, List, Optional, Sequence
+from typing import Dict, FrozenSet, List, Optional
 
 import paddle
 from paddle import nn
 
 from ernie_qat.train.hooks import TRAINING, TRANSFORMS, Intervention, ModelTransform, PluginError
+from ernie_qat.train.parallel import unwrap
 
 # Points of encoder layer i (hidden: i = 0 embeddings, i = k output of layer k - 1).
 POINTS = ("hidden",               # [B, L, H] hidden state
@@ -144,7 +145,6 @@ class TapsTransform(ModelTransform):
 
 def taps_of(model) -> Taps:
     """The `Taps` of a student prepared by `TapsTransform` (through a `paddle.DataParallel` wrapper too)."""
-    from ernie_qat.train.parallel import unwrap
     taps = getattr(unwrap(model), "taps", None)
     if taps is None:
         raise PluginError("this model has no forward taps: build it with the training plugins (TapsTransform)")
@@ -156,12 +156,9 @@ def forward_outputs(model, batch: dict, needs: FrozenSet[str] = frozenset(), ste
 
     A model without taps (no TapsTransform) gives logits only, and an error if more is needed.
     """
-    from ernie_qat.train.parallel import unwrap
-    if needs or getattr(unwrap(model), "taps", None) is not None:
-        taps = taps_of(model)
-    else:
+    if not needs and getattr(unwrap(model), "taps", None) is None:
         return Outputs(logits=model(batch["input_ids"], batch["token_type_ids"]))
-    with taps.session(needs, step) as records:
+    with taps_of(model).session(needs, step) as records:
         logits = model(batch["input_ids"], batch["token_type_ids"])
     fields = {name: [records[point][i] for i in sorted(records[point])]
               for name, point in OUTPUT_POINTS.items() if point in records}
