@@ -43,7 +43,7 @@ class Methods:
         return iter(self.names())
 
     def __contains__(self, value) -> bool:
-        return value in self.names()
+        return value == "none" or value in self.names()  # "none" needs no method module imported
 
 
 def param(default: Any, *, low: Optional[float] = None, high: Optional[float] = None,
