@@ -97,7 +97,8 @@ class Intervention(Plugin):
 
     `replace(tensor, layer)` gets the student's tensor and returns the one the forward goes on
     with; the forward receives it as a fresh leaf (detached), so no gradient reaches what it
-    replaced. Points: ernie_qat.models.taps.POINTS.
+    replaced. Returning `tensor` itself detaches it (for example the Q/K/V inputs, point
+    `attention.input`). Points: ernie_qat.models.taps.POINTS.
     """
     point = "attention.output"
     layers: Optional[Sequence[int]] = None
