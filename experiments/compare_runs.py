@@ -1,7 +1,7 @@
 """Tables of experiments/regression.sh: the same recipes and benchmark under an old and a new checkout.
 
     python experiments/compare_runs.py runs OLD_CHECKOUT NEW_CHECKOUT   # test metrics, weights, INT8 verification
-    python experiments/compare_runs.py bench WORKDIR                    # bench_{old,new}_{1,2}.json step times
+    python experiments/compare_runs.py bench WORKDIR   # bench_{old,new}_*.json and ab_{old,new}_{engine}_*.json
 """
 import json
 import statistics
@@ -57,6 +57,16 @@ def compare_bench(work: Path) -> str:
             ratio = statistics.median(sides["new"]) / statistics.median(sides["old"])
             rows.append(f"| {engine} | {', '.join(f'{s:.3f}' for s in sides['old'])} | "
                         f"{', '.join(f'{s:.3f}' for s in sides['new'])} | {ratio:.3f} |")
+    rows += ["", "| engine (12 steps × 2 runs each side) | old: median per run (s) | new: median per run (s) | "
+             "new / old (median of all steps) |", "|---|---|---|---|"]
+    for engine in ("fp32", "qat"):
+        runs = {side: [json.loads(p.read_text()) for p in sorted(work.glob(f"ab_{side}_{engine}_*.json"))]
+                for side in ("old", "new")}
+        if runs["old"] and runs["new"]:
+            pooled = {side: statistics.median([t for run in runs[side] for t in run]) for side in runs}
+            rows.append(f"| paddle-{engine} | {', '.join(f'{statistics.median(r):.3f}' for r in runs['old'])} | "
+                        f"{', '.join(f'{statistics.median(r):.3f}' for r in runs['new'])} | "
+                        f"{pooled['new'] / pooled['old']:.3f} |")
     return "\n".join(rows)
 
 

@@ -43,4 +43,13 @@ for i in 1 2; do  # alternate, so drift of the machine hits both sides
       --batch 32 --seq-len 128 --threads 2 --json "$WORK/bench_${side}_$i.json" > /dev/null)
   done
 done
+for i in 1 2; do  # the same two engines with 12 timed steps each, alternating
+  for engine in fp32 qat; do
+    for side in old new; do
+      dir=$([ $side = old ] && echo "$WORK/old" || echo "$NEW")
+      (cd "$dir" && PYTHONPATH="$dir" ERNIE_QAT_HOME="$WORK/cache-$side" $PY "$NEW/experiments/step_ab.py" $engine 12 \
+        "$WORK/ab_${side}_${engine}_$i.json" > /dev/null 2>&1)
+    done
+  done
+done
 $PY "$NEW/experiments/compare_runs.py" bench "$WORK"
