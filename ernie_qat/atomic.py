@@ -5,25 +5,38 @@ the staging folder replaces `target` (an existing one is moved aside first and t
 when it fails the staging folder is removed and `target` is left as it was. Checkpoints, export
 folders, fetched packages, prepared datasets and converted models are all written this way, so an
 interrupted process never leaves a half-written folder under the target's name.
+
+Folders of a shared cache may be built by several processes at once (data-parallel ranks): with
+`done(target)` given, a finished folder another process moved in first is kept (it may be in use
+already) and this process's copy is dropped.
 """
 import contextlib
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, Optional
 
 
 @contextlib.contextmanager
-def atomic_folder(target) -> Iterator[Path]:
-    """Yield a staging folder that becomes `target` if the block returns normally."""
+def atomic_folder(target, done: Optional[Callable[[Path], bool]] = None) -> Iterator[Path]:
+    """Yield a staging folder that becomes `target` if the block returns normally.
+
+    Args:
+        done: whether a folder at `target` is complete; if so when the block ends, it is kept.
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
     os.chmod(staging, 0o755)  # mkdtemp makes it private; these folders are shared like any other
     try:
         yield staging
-        replace_folder(staging, target)
+        if done is None or not done(target):
+            try:
+                replace_folder(staging, target)
+            except OSError:
+                if done is None or not done(target):  # else another process finished it meanwhile
+                    raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

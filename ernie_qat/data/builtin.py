@@ -266,16 +266,11 @@ def prepare_dataset(name: str) -> Path:
         "total": {"size": len(everything), "label_counts": _label_counts(everything, labels)},
     }
 
-    try:
-        with atomic_folder(target) as staging:  # replaces a stale target (older format, incomplete)
-            for s in SPLITS:
-                with open(staging / f"{s}.jsonl", "w", encoding="utf-8", newline="\n") as f:
-                    for text, label in splits[s]:
-                        f.write(_json_line({"text": text, "label": label}))
-            (staging / "info.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n",
-                                               encoding="utf-8")
-    except OSError:
-        if not _is_complete(target):  # another process finished first otherwise
-            raise
+    with atomic_folder(target, done=_is_complete) as staging:  # replaces a stale target (older format, incomplete)
+        for s in SPLITS:
+            with open(staging / f"{s}.jsonl", "w", encoding="utf-8", newline="\n") as f:
+                for text, label in splits[s]:
+                    f.write(_json_line({"text": text, "label": label}))
+        (staging / "info.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return target
 

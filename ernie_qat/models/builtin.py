@@ -36,25 +36,13 @@ def minilm_dir() -> Path:
     return _converted("minilm", minilm_source_dir)
 
 
-class _AlreadyConverted(Exception):
-    """Raised inside `atomic_folder` to drop a conversion another process finished first."""
-
-
 def _converted(name: str, source) -> Path:
     dst = cache_dir() / "models" / name
     if (dst / DONE_MARKER).exists():
         return dst
-    try:
-        with atomic_folder(dst) as staging:
-            convert_bert_checkpoint(source(), staging)
-            (staging / DONE_MARKER).write_text("")
-            if (dst / DONE_MARKER).exists():  # another process (e.g. a data-parallel rank) won:
-                raise _AlreadyConverted   # keep its folder, it may be reading it already
-    except _AlreadyConverted:
-        pass
-    except OSError:
-        if not (dst / DONE_MARKER).exists():
-            raise
+    with atomic_folder(dst, done=lambda folder: (folder / DONE_MARKER).exists()) as staging:  # ranks may race
+        convert_bert_checkpoint(source(), staging)
+        (staging / DONE_MARKER).write_text("")
     return dst
 
 

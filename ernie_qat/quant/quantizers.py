@@ -46,13 +46,13 @@ def build_quantizer(name: str, spec: QuantizerSpec, weight: Optional[paddle.Tens
 
 
 def is_quantizer(layer: nn.Layer) -> bool:
-    return isinstance(layer, PADDLE_QUANTIZERS) or type(layer) in QUANTIZER_LAYERS.values()
+    return isinstance(layer, PADDLE_QUANTIZERS + tuple(QUANTIZER_LAYERS.values()))
 
 
 def quantizer_parameters(model: nn.Layer) -> list:
     """Trainable parameters of the registered quantizer layers in `model` (step sizes and the like)."""
     registered = tuple(QUANTIZER_LAYERS.values())
-    return [p for layer in model.sublayers() if registered and isinstance(layer, registered)
+    return [p for layer in model.sublayers() if isinstance(layer, registered)
             for p in layer.parameters(include_sublayers=False) if not p.stop_gradient]
 
 
