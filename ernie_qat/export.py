@@ -1,7 +1,9 @@
 """Export a training checkpoint as a self-contained Paddle Inference deployment folder, and verify it.
 
-The folder gets `model.pdmodel` / `model.pdiparams`, the tokenizer files, `labels.json` and
-`deploy.yaml` (max_seq_len, precision, how the model was quantized, where it came from). The
+The folder gets `model.pdmodel` / `model.pdiparams`, the tokenizer files, `labels.json`,
+`deploy.yaml` (max_seq_len, precision, how the model was quantized, where it came from) and
+`manifest.json` (every file's size and checksum, checked by the predictor). It is written
+atomically, and a `check` (verification) runs on it before it takes the output's name. The
 checkpoint's structural transforms `convert` it (QAT writes fake-quant ops, which carry the INT8
 scales); a checkpoint without one is saved as its FP32 graph.
 """
@@ -10,13 +12,13 @@ import functools
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
 import yaml
 
 import ernie_qat
-from ernie_qat.atomic import atomic_folder
+from ernie_qat.atomic import atomic_folder, write_manifest
 from ernie_qat.data.batching import encode
 from ernie_qat.data.loader import read_examples
 from ernie_qat.data.sources import data_file
@@ -36,8 +38,17 @@ class ExportError(UserError):
     """The checkpoint cannot be exported as asked."""
 
 
-def export(checkpoint, output, precision: str = "int8") -> Path:
+class VerificationError(UserError):
+    """The exported model does not reproduce the trained one; nothing was written."""
+    exit_code = 1
+
+
+def export(checkpoint, output, precision: str = "int8", check: Optional[Callable[[Path], None]] = None) -> Path:
     """Write the deployment folder `output` for `checkpoint` at `precision` ("int8" or "fp32").
+
+    Args:
+        check: called with the finished folder before it takes `output`'s name; if it raises, nothing
+            is written and an earlier folder at `output` is kept (see `verified`).
 
     Raises:
         ExportError: INT8 asked for a checkpoint without quantization scales, or a bad precision.
@@ -51,7 +62,7 @@ def export(checkpoint, output, precision: str = "int8") -> Path:
     deploy = {"precision": precision, "max_seq_len": cfg.data.max_seq_len,
               "quantization": dataclasses.asdict(cfg.quant) if cfg.quant.method != "none" else None,
               "checkpoint": str(Path(checkpoint).resolve())}
-    return write_deploy_folder(output, functools.partial(convert, model, transforms), tokenizer, labels, deploy)
+    return write_deploy_folder(output, functools.partial(convert, model, transforms), tokenizer, labels, deploy, check)
 
 
 def convert(model, transforms: Sequence[ModelTransform], prefix: str) -> None:
@@ -72,11 +83,13 @@ def _check_int8(transforms: Sequence[ModelTransform], checkpoint) -> None:
             raise ExportError(f"`{checkpoint}` cannot be exported to INT8: {reason}")
 
 
-def write_deploy_folder(output, save_model: Callable[[str], None], tokenizer, labels, deploy: dict) -> Path:
+def write_deploy_folder(output, save_model: Callable[[str], None], tokenizer, labels, deploy: dict,
+                        check: Optional[Callable[[Path], None]] = None) -> Path:
     """Write a deployment folder atomically; `save_model(prefix)` writes prefix.pdmodel/.pdiparams.
 
     `deploy` (precision, max_seq_len, quantization, checkpoint, ...) goes into deploy.yaml with the
-    format and package version.
+    format and package version; `check(folder)`, if given, runs on the finished folder before it
+    replaces `output`.
     """
     output = Path(output)
     with atomic_folder(output) as staging:
@@ -87,6 +100,9 @@ def write_deploy_folder(output, save_model: Callable[[str], None], tokenizer, la
         labels.save(staging)
         header = {"format": 1, "ernie_qat_version": ernie_qat.__version__}
         (staging / DEPLOY_FILE).write_text(yaml.safe_dump({**header, **deploy}, sort_keys=False))
+        write_manifest(staging)
+        if check is not None:
+            check(staging)
     return output
 
 
@@ -103,8 +119,24 @@ class Verification:
         return self.trained["accuracy"] - self.exported["accuracy"]
 
     @property
+    def finite(self) -> bool:
+        return bool(np.isfinite(self.max_abs_logit_diff))
+
+    @property
     def passed(self) -> bool:
-        return self.agreement >= MIN_AGREEMENT and self.accuracy_drop <= MAX_METRIC_DROP
+        return self.finite and self.agreement >= MIN_AGREEMENT and self.accuracy_drop <= MAX_METRIC_DROP
+
+    def summary(self) -> dict:
+        """The report as JSON-safe values (a non-finite difference is null)."""
+        return {"examples": self.examples, "agreement": self.agreement,
+                "max_abs_logit_diff": self.max_abs_logit_diff if self.finite else None,
+                "accuracy_drop": self.accuracy_drop, "trained": self.trained, "exported": self.exported}
+
+    def failure(self) -> str:
+        if not self.finite:
+            return "the trained or the exported model outputs NaN or infinity"
+        return (f"agreement {self.agreement:.2f}% (needs >= {MIN_AGREEMENT}), accuracy drop "
+                f"{self.accuracy_drop:.2f} points (allowed <= {MAX_METRIC_DROP})")
 
 
 def verify(deploy_dir, data: str, threads=None) -> Verification:
@@ -119,9 +151,22 @@ def verify(deploy_dir, data: str, threads=None) -> Verification:
     trained = predict_logits(model, items, cfg.train.eval_batch_size)
     exported = predictor.predict_logits(items)
     gold = np.array([x.label for x in items])
+    difference = np.abs(trained - exported)
     return Verification(
         examples=len(items),
         agreement=100.0 * float(np.mean(trained.argmax(1) == exported.argmax(1))),
-        max_abs_logit_diff=float(np.abs(trained - exported).max()),
+        max_abs_logit_diff=float(difference.max()) if np.isfinite(difference).all() else float("nan"),
         trained=classification_metrics(gold, trained.argmax(1)),
         exported=classification_metrics(gold, exported.argmax(1)))
+
+
+def verified(data: str, threads=None, report: Callable[[Verification], None] = lambda _: None):
+    """A `check` for `export`: verify the folder on `data`, pass the report to `report`, and raise
+    VerificationError if it failed (so the folder is not written)."""
+    def check(folder: Path) -> None:
+        result = verify(folder, data, threads=threads)
+        report(result)
+        if not result.passed:
+            raise VerificationError(f"verification failed: {result.failure()}; nothing was written "
+                                    "(an earlier export at the output is kept)")
+    return check

@@ -28,6 +28,11 @@ def write_toy_split(path: Path, n: int, seed: int) -> None:
 @pytest.fixture
 def toy_task(tmp_path: Path) -> dict:
     """Files of a two-class toy task and a config that trains a tiny random ERNIE on it."""
+    return make_toy_task(tmp_path)
+
+
+def make_toy_task(tmp_path: Path) -> dict:
+    """The toy task's files in `tmp_path`: vocab.txt, {train,dev,test}.tsv and toy.yaml (output: run/)."""
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("\n".join(SPECIAL + POSITIVE + NEGATIVE + FILLER) + "\n")
     for name, n, seed in (("train", 256, 0), ("dev", 64, 1), ("test", 64, 2)):

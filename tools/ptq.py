@@ -32,11 +32,11 @@ def main() -> None:
     parser.add_argument("--markdown", metavar="FILE", help="grid: write the results table here")
     args = parser.parse_args()
     cfg = cli.config_from_args(args)
+    from ernie_qat.atomic import write_json, write_text
     from ernie_qat.export import ExportError
     from ernie_qat.ptq.experiment import (METHODS, PTQSession, append_grid, deployed_accuracy, grid_configs,
                                           grid_table, read_grid)
     out = Path(cfg.train.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     session = PTQSession(cfg, eval_splits=("test",) if args.grid else ("dev", "test"))
     if not args.grid:
         results = session.run(cfg, out / "checkpoint")
@@ -45,7 +45,7 @@ def main() -> None:
                 raise ExportError("--verify: only 8-bit symmetric per-tensor weights with 8-bit activations run as "
                                   "INT8 in Paddle's oneDNN predictor (ptq.weight_bits, ptq.granularity, ptq.weight_range)")
             results["int8"] = deployed_accuracy(results["checkpoint"], out / "int8", args.verify)
-        (out / "results.json").write_text(json.dumps(results, indent=1))
+        write_json(out / "results.json", results)
         print(json.dumps(results, indent=1))
         return
     log = out / "grid.jsonl"
@@ -64,7 +64,7 @@ def main() -> None:
     table = grid_table(records, "test" if "test" in next(iter(records.values())) else "dev")
     print(table)
     if args.markdown:
-        Path(args.markdown).write_text(table)
+        write_text(args.markdown, table)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
+from ernie_qat import cli
+from ernie_qat.atomic import write_text
+from ernie_qat.errors import UserError
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -18,7 +22,7 @@ def main() -> None:
         label, sep, folder = item.partition("=")
         path = Path(folder) / "results.json"
         if not sep or not path.exists():
-            raise SystemExit(f"error: `{item}`: expected LABEL=RUN_DIR with RUN_DIR/results.json")
+            raise UserError(f"`{item}`: expected LABEL=RUN_DIR with RUN_DIR/results.json")
         results = json.loads(path.read_text())
         metrics = results[args.split]
         lines.append(f"| {label} | {metrics['accuracy']:.2f} | {metrics['macro_f1']:.2f} | {metrics['mcc']:.2f} "
@@ -26,8 +30,8 @@ def main() -> None:
     table = "\n".join(lines) + "\n"
     print(table)
     if args.markdown:
-        Path(args.markdown).write_text(table)
+        write_text(args.markdown, table)
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -1,9 +1,14 @@
 """Fine-tune an ERNIE classifier as a config describes.
 
     python tools/train.py --config configs/r8_minilm_fp32.yaml [-o train.learning_rate=3e-5] [--resume]
+
+Ctrl-C (or SIGTERM) finishes the current step, saves it and prints the command that resumes.
 """
 import argparse
 import json
+import os
+import shlex
+import sys
 
 from ernie_qat import cli
 
@@ -12,12 +17,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_config_args(parser)
     parser.add_argument("--resume", action="store_true",
-                        help="continue from output_dir/checkpoints/last if it exists")
+                        help="continue from output_dir/checkpoints/last (it must be the same config and data)")
     args = parser.parse_args()
     cfg = cli.config_from_args(args)
     from ernie_qat.plugins import build_plugins
-    from ernie_qat.train.trainer import fit
-    results = fit(cfg, build_plugins(cfg), resume=args.resume)
+    from ernie_qat.train.trainer import TrainingInterrupted, fit
+    try:
+        results = fit(cfg, build_plugins(cfg), resume=args.resume)
+    except TrainingInterrupted as exc:
+        command = sys.argv if args.resume else sys.argv + ["--resume"]
+        exc.args = (f"{exc}\nresume with: {shlex.join([os.path.basename(sys.executable), *command])}",)
+        raise
     print(json.dumps(results, indent=1))
 
 

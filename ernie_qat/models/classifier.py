@@ -7,6 +7,7 @@ same signature for training, QAT wrapping and Paddle Inference export.
 import copy
 from pathlib import Path
 
+import numpy as np
 import paddle
 from paddle import nn
 from paddle.static import InputSpec
@@ -58,11 +59,32 @@ class TextClassifier(nn.Layer):
         paddle.jit.save(model, prefix, input_spec=INPUT_SPEC)
 
     def load_weights(self, folder) -> None:
-        """Load model_state.pdparams written by `save` into a model of the same structure."""
-        missing, unexpected = self.net.set_state_dict(paddle.load(str(Path(folder) / WEIGHTS_FILE)))
+        """Load model_state.pdparams written by `save` into a model of the same structure.
+
+        Raises:
+            ModelError: the file is unreadable, holds non-finite values or does not fit the model.
+        """
+        path = Path(folder) / WEIGHTS_FILE
+        state = read_paddle_file(path)
+        if not isinstance(state, dict):
+            raise ModelError(f"`{path}` holds {type(state).__name__}, not model weights")
+        broken = [name for name, value in state.items() if hasattr(value, "numpy") and not np.isfinite(value.numpy()).all()]
+        if broken:
+            raise ModelError(f"`{path}`: {len(broken)} tensors hold NaN or infinity (first: {broken[0]}); "
+                             "the model diverged or the file is damaged")
+        missing, unexpected = self.net.set_state_dict(state)
         if missing or unexpected:
             raise ModelError(f"{folder}: weights do not fit the model: missing {missing[:5]}, "
                              f"unexpected {unexpected[:5]}")
+
+
+def read_paddle_file(path: Path):
+    """`paddle.load` of a weights or optimizer file; a missing, truncated or garbled file is a ModelError."""
+    try:
+        return paddle.load(str(path))
+    except Exception as exc:  # paddle.load raises whatever its unpickler meets: EOFError, UnpicklingError, ...
+        raise ModelError(f"`{path}` cannot be read ({type(exc).__name__}: {str(exc)[:200]}): the file is missing, "
+                         "truncated or damaged; train or copy the checkpoint again") from None
 
 
 def encoder_linears(model: TextClassifier) -> list:

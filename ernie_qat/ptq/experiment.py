@@ -7,7 +7,6 @@ exportable) under `train.output_dir`. A grid appends each finished run to
 """
 import copy
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Dict, Iterable, List
@@ -15,6 +14,7 @@ from typing import Dict, Iterable, List
 import numpy as np
 import paddle
 
+from ernie_qat.atomic import append_jsonl, read_jsonl
 from ernie_qat.config import Config, ConfigError
 from ernie_qat.data.batching import collate, encode
 from ernie_qat.data.sources import load_splits
@@ -97,15 +97,11 @@ def grid_configs(cfg: Config, methods: List[str], bits: List[int], granularities
 
 def read_grid(path: Path) -> Dict[str, dict]:
     """Finished runs of a grid log (run name -> results)."""
-    if not path.exists():
-        return {}
-    records = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
-    return {record["run"]: record for record in records}
+    return {record["run"]: record for record in read_jsonl(path) if "run" in record}
 
 
 def append_grid(path: Path, run: str, results: dict) -> None:
-    with open(path, "a") as log:
-        log.write(json.dumps({"run": run, **results}) + "\n")
+    append_jsonl(path, {"run": run, **results})
 
 
 def deployed_accuracy(checkpoint: str, output: Path, data: str) -> dict:

@@ -3,7 +3,8 @@
 A checkpoint holds the PaddleNLP model files (config.json, model_state.pdparams), the tokenizer
 files, labels.json and the run's config.yaml; the `last` checkpoint also holds optimizer.pdopt
 (with the learning-rate schedule) and trainer_state.json. Folders are written whole or not at
-all (ernie_qat.atomic). Only the structural model transforms of the run's config are re-applied
+all, with a manifest of their files' sizes and checksums that loading checks (ernie_qat.atomic);
+after a crash inside a save, `recover_checkpoints` puts back the complete copy. Only the structural model transforms of the run's config are re-applied
 on load: training-only ones (forward taps, compiled kernels, a teacher) leave no trace here.
 """
 import json
@@ -14,10 +15,10 @@ import paddle
 
 from paddlenlp.transformers import ErnieConfig, ErnieForSequenceClassification, ErnieTokenizer
 
-from ernie_qat.atomic import atomic_folder
+from ernie_qat.atomic import atomic_folder, check_manifest, is_complete, recover_folder, write_manifest
 from ernie_qat.config import Config, load_config
 from ernie_qat.data.loader import LabelVocab
-from ernie_qat.models.classifier import ModelError, TextClassifier
+from ernie_qat.models.classifier import ModelError, TextClassifier, read_paddle_file
 from ernie_qat.plugins import build_transforms
 from ernie_qat.train.parallel import unwrap
 
@@ -37,6 +38,17 @@ def save_checkpoint(folder: Path, model, tokenizer, labels: LabelVocab, cfg: Con
             paddle.save(_rename_params(optimizer.state_dict(), _param_names(model)), str(staging / OPTIMIZER_FILE))
         if state is not None:
             (staging / STATE_FILE).write_text(json.dumps(state, indent=1))
+        write_manifest(staging)
+
+
+def recover_checkpoints(folder: Path) -> Dict[str, Path]:
+    """Put back `last` and `best` under `folder` if a crash interrupted their save; drop leftovers.
+
+    Returns:
+        {name: the complete copy moved into place} for the checkpoints that were recovered.
+    """
+    recovered = {name: recover_folder(Path(folder) / name, is_complete) for name in ("last", "best")}
+    return {name: copy for name, copy in recovered.items() if copy is not None}
 
 
 def load_checkpoint(folder: Path):
@@ -48,6 +60,7 @@ def load_checkpoint(folder: Path):
     folder = Path(folder)
     if not (folder / "config.yaml").exists() or not (folder / "config.json").exists():
         raise ModelError(f"`{folder}` is not a checkpoint folder written by tools/train.py")
+    check_manifest(folder)
     cfg = load_config(folder / "config.yaml")
     model = TextClassifier(ErnieForSequenceClassification(ErnieConfig.from_pretrained(str(folder))))
     for transform in build_transforms(cfg):
@@ -60,9 +73,10 @@ def load_checkpoint(folder: Path):
 def restore_training(folder: Path, model, optimizer) -> dict:
     """Load weights and optimizer state saved by `save_checkpoint`; returns the trainer state."""
     folder, model = Path(folder), unwrap(model)
+    check_manifest(folder)
     model.load_weights(folder)
     structured = {v: k for k, v in _param_names(model).items()}
-    optimizer.set_state_dict(_rename_params(paddle.load(str(folder / OPTIMIZER_FILE)), structured))
+    optimizer.set_state_dict(_rename_params(read_paddle_file(folder / OPTIMIZER_FILE), structured))
     return json.loads((folder / STATE_FILE).read_text())
 
 

@@ -5,38 +5,69 @@ plugins' `on_batch`, forward/backward/step through the step strategy, schedule, 
 evaluate/checkpoint). Methods from papers plug in through the contract of
 ernie_qat.train.hooks, never by editing this loop.
 
-Outputs in `train.output_dir` (written by rank 0 only): config.yaml, metrics.jsonl,
-checkpoints/{last,best}/, results.json.
+Outputs in `train.output_dir` (written by rank 0 only, each atomically): config.yaml,
+metrics.jsonl, checkpoints/{last,best}/, results.json.
+
+Nothing is lost on a fault: a resumed run (`resume=True`) reproduces the uninterrupted run's
+losses and weights exactly, whether the process was killed mid-step or mid-save; SIGINT and
+SIGTERM finish the current step and save it; a non-finite loss, gradient or dev loss stops
+training before the update, leaving the last good checkpoint intact.
 """
+import contextlib
+import hashlib
 import json
 import math
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import paddle
 import paddle.nn.functional as F
 from paddlenlp.transformers import LinearDecayWithWarmup
 from tqdm import tqdm
 
-from ernie_qat.config import Config, TrainConfig
+from ernie_qat import faults
+from ernie_qat.atomic import append_jsonl, read_jsonl, write_json, write_jsonl, writing
+from ernie_qat.config import Config, TrainConfig, load_config
 from ernie_qat.data.batching import collate, encode, train_batches
-from ernie_qat.data.loader import LabelVocab
+from ernie_qat.data.loader import Example, LabelVocab
 from ernie_qat.data.sources import load_splits
 from ernie_qat.env import cpu_settings
 from ernie_qat.errors import UserError
 from ernie_qat.models.classifier import build_classifier
 from ernie_qat.models.taps import forward_outputs, taps_of
 from ernie_qat.plugins import build_plugins
-from ernie_qat.train.checkpoint import load_checkpoint, restore_training, save_checkpoint
+from ernie_qat.train.checkpoint import (STATE_FILE, load_checkpoint, recover_checkpoints, restore_training,
+                                        save_checkpoint)
 from ernie_qat.train.evaluate import evaluate
 from ernie_qat.train.hooks import ParamGroup, PluginError, Plugins
 from ernie_qat.train.parallel import topology, unwrap
 
 
+RESUME_FREE_KEYS = ("train.output_dir",)  # config keys a resumed run may change: nothing else that shapes the run
+
+
 class RunExistsError(UserError):
     """The output folder already holds a run and resuming was not asked for."""
+
+
+class ResumeMismatchError(UserError):
+    """`--resume` into a run whose config, labels or data differ from the ones given now."""
+
+
+class NonFiniteError(UserError):
+    """Training diverged: a loss or gradient is NaN or infinite."""
+
+
+class TrainingInterrupted(UserError):
+    """SIGINT or SIGTERM stopped training after the current step was saved."""
+
+    def __init__(self, message: str, signal_number: int):
+        super().__init__(message)
+        self.exit_code = 128 + signal_number
 
 
 def fit(cfg: Config, plugins: Optional[Plugins] = None, resume: bool = False) -> dict:
@@ -44,29 +75,47 @@ def fit(cfg: Config, plugins: Optional[Plugins] = None, resume: bool = False) ->
 
     Args:
         plugins: what the run uses; by default every plugin the config enables (`build_plugins`).
-        resume: continue from `output_dir/checkpoints/last` if it exists (else start afresh).
+        resume: continue from `output_dir/checkpoints/last` (recovered if a crash interrupted its save);
+            without a checkpoint, say so and start afresh.
 
     Returns:
         results.json's content: best dev metrics, test metrics, steps and wall time.
+
+    Raises:
+        RunExistsError: the output folder holds a run and `resume` is False.
+        ResumeMismatchError: resuming with another config (but RESUME_FREE_KEYS), labels or data.
+        NonFiniteError: the loss, a gradient or the dev loss became NaN or infinite.
+        TrainingInterrupted: SIGINT or SIGTERM; the current step was saved as `last`.
     """
     plugins = plugins or build_plugins(cfg)
     topo = topology()
     wall_start = time.time()
     tc = cfg.train
     out = Path(tc.output_dir)
-    last_dir, best_dir = out / "checkpoints" / "last", out / "checkpoints" / "best"
-    if last_dir.exists() and not resume:
+    checkpoints = out / "checkpoints"
+    last_dir, best_dir = checkpoints / "last", checkpoints / "best"
+    if not resume and (last_dir.exists() or any(checkpoints.glob(".last.*"))):
         raise RunExistsError(f"`train.output_dir` {out} already holds a run: pass --resume to continue it, "
                              "or choose another output_dir")
-    if topo.writes:
-        out.mkdir(parents=True, exist_ok=True)
-        cfg.save(out / "config.yaml")
-        print(cpu_settings(), file=sys.stderr)
+    if resume and topo.writes:
+        for name, copy in recover_checkpoints(checkpoints).items():
+            print(f"recovered checkpoint `{name}` from a save a crash interrupted ({copy.name})", file=sys.stderr)
+    if resume and not last_dir.exists():
+        print(f"--resume: no checkpoint in {checkpoints}: starting a fresh run", file=sys.stderr)
+        resume = False
 
     # ---- data, model (transforms in their declared order), plugins' set-up, optimizer
     paddle.seed(tc.seed)
     splits = load_splits(cfg.data, tc.seed)
     labels = LabelVocab.from_examples(splits["train"])
+    fingerprints = {name: data_fingerprint(examples) for name, examples in splits.items()}
+    if resume:
+        _check_resumable(cfg, last_dir, labels, fingerprints)
+    if topo.writes:
+        with writing(out):
+            out.mkdir(parents=True, exist_ok=True)
+        cfg.save(out / "config.yaml")
+        print(cpu_settings(), file=sys.stderr)
     model, tokenizer = build_classifier(cfg.model, labels)
     model.net.ernie.embeddings.word_embeddings.weight.stop_gradient = tc.freeze_word_embeddings
     for transform in plugins.ordered_transforms():
@@ -82,18 +131,19 @@ def fit(cfg: Config, plugins: Optional[Plugins] = None, resume: bool = False) ->
     eval_every = tc.eval_every or steps_per_epoch
     optimizer, schedule = make_optimizer(model, tc, total_steps,
                                          [g for plugin in plugins.all() for g in plugin.param_groups(model)])
-    state = {"step": 0, "best_metric": None, "best_step": None, "train_seconds": 0.0}
-    if resume and last_dir.exists():
+    state = {"step": 0, "best_metric": None, "best_step": None, "train_seconds": 0.0, "data": fingerprints}
+    if resume:
         state = restore_training(last_dir, model, optimizer)
     if topo.world_size > 1:  # gradients are all-reduced across the ranks in backward
         paddle.distributed.init_parallel_env()
         model = paddle.DataParallel(model)
-    metrics_log = _open_log(out / "metrics.jsonl", state["step"]) if topo.writes else None
+    metrics_log = out / "metrics.jsonl"
+    if topo.writes:  # records past the checkpoint, or half of one, left by a crash go
+        write_jsonl(metrics_log, [r for r in read_jsonl(metrics_log) if r.get("step", math.inf) <= state["step"]])
 
     def log(record: dict) -> None:
-        if metrics_log is not None:
-            metrics_log.write(json.dumps(record) + "\n")
-            metrics_log.flush()
+        if topo.writes:
+            append_jsonl(metrics_log, record)
 
     def checkpoint(folder: Path, with_optimizer: bool) -> None:
         if topo.writes:
@@ -101,59 +151,70 @@ def fit(cfg: Config, plugins: Optional[Plugins] = None, resume: bool = False) ->
 
     # ---- the loop
     step = state["step"]
-    progress = tqdm(total=total_steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
-                    disable=not topo.writes,
-                    mininterval=1.0 if sys.stderr.isatty() else 30.0)  # a log file gets a line per 30 s
-    window = {"loss": 0.0, "examples": 0, "steps": 0, "start": time.time()}
-    window_logs: Dict[str, float] = {}
-    while step < total_steps:
-        epoch, offset = divmod(step, steps_per_epoch)
-        for indices in train_batches(lengths, tc.batch_size, cfg.data.bucket_batches, tc.seed, epoch)[offset:]:
-            # batch (this rank's share)
-            indices = topo.shard(indices)
-            batch = {k: paddle.to_tensor(v) for k, v in
-                     collate([data["train"][i] for i in indices], unwrap(model).pad_token_id).items()}
-            paddle.seed(tc.seed * 1_000_003 + step)  # dropout masks depend on the step alone: exact resume
-            started = time.time()
+    # the running means of the next train record: saved with `last`, so a resumed run logs the same values
+    window = state.setdefault("window", _empty_window())
+    window_start = time.time()
+    with _deferred_signals() as signals, \
+            tqdm(total=total_steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
+                 disable=not topo.writes,
+                 mininterval=1.0 if sys.stderr.isatty() else 30.0) as progress:  # a log file: a line per 30 s
+        while step < total_steps:
+            epoch, offset = divmod(step, steps_per_epoch)
+            for indices in train_batches(lengths, tc.batch_size, cfg.data.bucket_batches, tc.seed, epoch)[offset:]:
+                # batch (this rank's share)
+                indices = topo.shard(indices)
+                batch = {k: paddle.to_tensor(v) for k, v in
+                         collate([data["train"][i] for i in indices], unwrap(model).pad_token_id).items()}
+                paddle.seed(tc.seed * 1_000_003 + step)  # dropout masks depend on the step alone: exact resume
+                started = time.time()
 
-            # plugins' per-batch work, forward, loss terms, backward and optimizer step
-            loss, step_logs = train_step(model, optimizer, batch, plugins, step)
-            window_logs.update(step_logs)
-            schedule.step()
-            step += 1
-            state["train_seconds"] += time.time() - started
+                # plugins' per-batch work, forward, loss terms, backward and optimizer step
+                try:
+                    loss, step_logs = train_step(model, optimizer, batch, plugins, step)
+                except NonFiniteError as exc:
+                    raise _diverged(exc, step + 1, last_dir) from None
+                window["logs"].update(step_logs)
+                schedule.step()
+                step += 1
+                state["train_seconds"] += time.time() - started
 
-            # log
-            window["loss"] += loss
-            window["examples"] += len(indices)
-            window["steps"] += 1
-            if step % tc.log_every == 0 or step == total_steps:
-                speed = window["examples"] / (time.time() - window["start"])
-                record = {"step": step, "epoch": epoch, "split": "train", "loss": window["loss"] / window["steps"],
-                          "lr": optimizer.get_lr(), "examples_per_s": speed, **window_logs}
-                log(record)
-                progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", ex_s=f"{speed:.1f}")
-                window = {"loss": 0.0, "examples": 0, "steps": 0, "start": time.time()}
-            progress.update(1)
+                # log
+                window["loss"] += loss
+                window["examples"] += len(indices)
+                window["steps"] += 1
+                if step % tc.log_every == 0 or step == total_steps:
+                    speed = window["examples"] / (time.time() - window_start)
+                    record = {"step": step, "epoch": epoch, "split": "train", "loss": window["loss"] / window["steps"],
+                              "lr": optimizer.get_lr(), "examples_per_s": speed, **window["logs"]}
+                    log(record)
+                    progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", ex_s=f"{speed:.1f}")
+                    state["window"] = window = _empty_window()
+                    window_start = time.time()
+                progress.update(1)
 
-            # evaluate and checkpoint
-            if step % eval_every == 0 or step == total_steps:
-                dev = evaluate(model, data["dev"], tc.eval_batch_size)
-                for plugin in plugins.all():
-                    plugin.on_evaluate(model, step, dev)
-                log({"step": step, "epoch": epoch, "split": "dev", **dev})
-                if topo.writes:
-                    progress.write(f"step {step}: dev " + _format(dev))
-                if state["best_metric"] is None or dev[tc.select_metric] > state["best_metric"]:
-                    state["best_metric"], state["best_step"] = dev[tc.select_metric], step
-                    checkpoint(best_dir, with_optimizer=False)
-                state["step"] = step
-                checkpoint(last_dir, with_optimizer=True)
-            if step >= total_steps:
-                break
-    progress.close()
-    if metrics_log is not None:
-        metrics_log.close()
+                # evaluate and checkpoint; after SIGINT or SIGTERM, save this step and stop
+                if step % eval_every == 0 or step == total_steps:
+                    dev = evaluate(model, data["dev"], tc.eval_batch_size)
+                    if not math.isfinite(dev["loss"]):
+                        raise _diverged(NonFiniteError(f"the dev loss is {dev['loss']}"), step, last_dir)
+                    for plugin in plugins.all():
+                        plugin.on_evaluate(model, step, dev)
+                    log({"step": step, "epoch": epoch, "split": "dev", **dev})
+                    if topo.writes:
+                        progress.write(f"step {step}: dev " + _format(dev))
+                    if state["best_metric"] is None or dev[tc.select_metric] > state["best_metric"]:
+                        state["best_metric"], state["best_step"] = dev[tc.select_metric], step
+                        checkpoint(best_dir, with_optimizer=False)
+                    state["step"] = step
+                    checkpoint(last_dir, with_optimizer=True)
+                if signals and step < total_steps:
+                    if state["step"] != step:
+                        state["step"] = step
+                        checkpoint(last_dir, with_optimizer=True)
+                    raise TrainingInterrupted(f"{signal.Signals(signals[0]).name}: stopped at step {step} of "
+                                              f"{total_steps}; saved {last_dir}", signals[0])
+                if step >= total_steps:
+                    break
     if not topo.writes:
         return {"best_step": state["best_step"], "steps": step}
 
@@ -164,7 +225,7 @@ def fit(cfg: Config, plugins: Optional[Plugins] = None, resume: bool = False) ->
                "dev": evaluate(best_model, data["dev"], tc.eval_batch_size)}
     if "test" in data:
         results["test"] = evaluate(best_model, data["test"], tc.eval_batch_size)
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+    write_json(out / "results.json", results)
     return results
 
 
@@ -197,6 +258,7 @@ def train_step(model, optimizer, batch: dict, plugins: Plugins, step: int) -> Tu
 
     Raises:
         PluginError: the step strategy never called the closure.
+        NonFiniteError: the loss or a gradient is NaN or infinite (raised before the update).
     """
     model.train()
     for plugin in plugins.all():
@@ -212,6 +274,8 @@ def train_step(model, optimizer, batch: dict, plugins: Plugins, step: int) -> Tu
             loss = loss + extra
             logs.update({f"loss/{term.name}/{key}": value for key, value in term_logs.items()})
         loss.backward()
+        faults.reach("train.backward")
+        _check_finite(model, loss)
         if not losses:
             first_logs.update(logs)
         losses.append(loss)
@@ -228,12 +292,86 @@ def train_step(model, optimizer, batch: dict, plugins: Plugins, step: int) -> Tu
     return float(losses[0]), {**first_logs, **{f"step/{key}": value for key, value in strategy_logs.items()}}
 
 
-def _open_log(path: Path, step: int):
-    """metrics.jsonl for appending, without records past `step` (left by a run that crashed)."""
-    if path.exists():
-        kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
-        path.write_text("".join(line + "\n" for line in kept))
-    return open(path, "a")
+def data_fingerprint(examples: Sequence[Example]) -> str:
+    """A short hash of examples' texts and labels, in order: resuming on other data is refused."""
+    digest = hashlib.sha256()
+    for e in examples:
+        digest.update(json.dumps([e.text, e.text_pair, e.label]).encode())
+    return digest.hexdigest()[:16]
+
+
+def _check_resumable(cfg: Config, last_dir: Path, labels: LabelVocab, fingerprints: Dict[str, str]) -> None:
+    """Raises ResumeMismatchError unless the run in `last_dir` had this config (but RESUME_FREE_KEYS),
+    labels and data."""
+    saved = _flat(load_config(last_dir / "config.yaml").to_dict())
+    now = _flat(cfg.to_dict())
+    changed = [f"{key}: {saved.get(key)!r} -> {now.get(key)!r}" for key in sorted(set(saved) | set(now))
+               if key not in RESUME_FREE_KEYS and saved.get(key) != now.get(key)]
+    saved_labels = LabelVocab.load(last_dir).labels
+    if saved_labels != labels.labels:
+        changed.append(f"labels: {saved_labels} -> {labels.labels}")
+    saved_data = json.loads((last_dir / STATE_FILE).read_text()).get("data", {})
+    changed += [f"data: the {name} split's examples differ" for name, fingerprint in fingerprints.items()
+                if name in saved_data and saved_data[name] != fingerprint]
+    if changed:
+        raise ResumeMismatchError(f"cannot resume the run in {cfg.train.output_dir}: it was trained with another "
+                                  "config or data, and continuing would mix the two:\n  " + "\n  ".join(changed) +
+                                  "\nHINT: restore these values, or start a new run in another `train.output_dir`")
+
+
+def _flat(tree: dict, prefix: str = "") -> Dict[str, object]:
+    flat = {}
+    for key, value in tree.items():
+        flat.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value})
+    return flat
+
+
+def _check_finite(model, loss: paddle.Tensor) -> None:
+    """Raises NonFiniteError if the loss or any parameter's gradient holds NaN or infinity."""
+    if not math.isfinite(float(loss)):
+        raise NonFiniteError(f"the loss is {float(loss)}")
+    named = [(name, p.grad) for name, p in model.named_parameters() if p.grad is not None]
+    if named and not bool(paddle.stack([paddle.isfinite(grad).all() for _, grad in named]).all()):
+        name = next(name for name, grad in named if not bool(paddle.isfinite(grad).all()))
+        raise NonFiniteError(f"the gradient of `{name}` holds NaN or infinity")
+
+
+def _diverged(cause: NonFiniteError, step: int, last_dir: Path) -> NonFiniteError:
+    """The error that stops a diverged run: what, at which step, and the checkpoint to go back to."""
+    if last_dir.exists():
+        saved = json.loads((last_dir / STATE_FILE).read_text())["step"]
+        back = f"the last good checkpoint, {last_dir} (step {saved}), is intact: --resume continues from it"
+    else:
+        back = "no checkpoint was saved before"
+    return NonFiniteError(f"training diverged at step {step}: {cause}; {back}.\n"
+                          "HINT: lower `train.learning_rate`, raise `train.warmup_ratio`, or keep "
+                          "`train.max_grad_norm` > 0")
+
+
+def _empty_window() -> dict:
+    return {"loss": 0.0, "examples": 0, "steps": 0, "logs": {}}
+
+
+@contextlib.contextmanager
+def _deferred_signals():
+    """While the block runs, SIGINT and SIGTERM are recorded in the yielded list instead of stopping
+    the process mid-step; a second SIGINT interrupts at once (KeyboardInterrupt)."""
+    received: List[int] = []
+    if threading.current_thread() is not threading.main_thread():  # only the main thread can take signals
+        yield received
+        return
+
+    def record(signal_number, frame):
+        if received and signal_number == signal.SIGINT:
+            raise KeyboardInterrupt
+        received.append(signal_number)
+
+    previous = {number: signal.signal(number, record) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def _format(metrics: Dict[str, float]) -> str:
