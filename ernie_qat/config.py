@@ -1,13 +1,14 @@
 """Run configuration: YAML files mapped onto typed dataclasses, one section per concern.
 
 Every default lives here. A YAML file states only what differs from these defaults, and
-`-o section.key=value` overrides go on top. Unknown keys, wrong types and out-of-range values
-raise `ConfigError` naming the source, the key and what was expected, before any work starts.
+`-o section.key=value` overrides go on top. Unknown keys, wrong types, non-finite and out-of-range
+values raise `ConfigError` naming the source, the key and what was expected, before any work starts.
 
 Example:
     cfg = load_config("configs/r8_minilm_fp32.yaml", ["train.learning_rate=3e-5"])
 """
 import dataclasses
+import math
 import re
 import typing
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import Any, Optional, Sequence
 
 import yaml
 
+from ernie_qat.atomic import write_text
 from ernie_qat.data.builtin import DATASETS
 from ernie_qat.errors import UserError, did_you_mean
 
@@ -177,25 +179,33 @@ class Config:
         return dataclasses.asdict(self)
 
     def save(self, path: Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        """Write the config as YAML that `load_config` reads back equal (atomically)."""
+        write_text(path, yaml.dump(self.to_dict(), Dumper=_Dumper, sort_keys=False))
+
+
+_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+"
+                    r"|\.[0-9_]+(?:[eE][-+][0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$")
 
 
 class _Loader(yaml.SafeLoader):
     """SafeLoader that reads `5e-5` as a float (YAML 1.1 wants `5.0e-5`)."""
 
 
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+"
-               r"|\.[0-9_]+(?:[eE][-+][0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
-    list("-+0123456789."))
+class _Dumper(yaml.SafeDumper):
+    """SafeDumper that quotes strings `_Loader` would read as floats, such as "5e-5"."""
+
+
+for _yaml_class in (_Loader, _Dumper):
+    _yaml_class.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
 
 
 def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Config:
     """Build a `Config` from defaults, an optional YAML file, then `key.path=value` overrides.
 
+    Each value is checked where it is read, so an error names the file or the override that set it.
+
     Raises:
-        ConfigError: unreadable file, unknown key, wrong type or out-of-range value.
+        ConfigError: unreadable file, unknown key, wrong type, non-finite or out-of-range value.
     """
     data = {}
     if path is not None:
@@ -203,31 +213,34 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Co
             data = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_Loader) or {}
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not valid UTF-8 "
+                              f"(byte {exc.object[exc.start]:#x} at offset {exc.start})") from None
+        except Exception as exc:  # YAMLError, or ValueError, KeyError, RecursionError... from malformed values
             raise ConfigError(f"{path}: invalid YAML: {exc}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
     cfg = _from_dict(Config, data, "", str(path or "defaults"))
     for item in overrides:
         _apply_override(cfg, item)
-    _check_ranges(cfg, "", str(path or "defaults"))
     _check_consistency(cfg, str(path or "defaults"))
     return cfg
 
 
 def _from_dict(cls, data: dict, prefix: str, source: str):
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     values = {}
     for key, value in data.items():
         dotted = prefix + str(key)
-        if key not in names:
-            raise ConfigError(f"{source}: unknown key `{dotted}`{_suggest(key, names, prefix)}")
-        values[key] = _coerce(hints[key], value, dotted, source)
+        if key not in fields:
+            raise ConfigError(f"{source}: unknown key `{dotted}`{_suggest(str(key), list(fields), prefix)}")
+        values[key] = _coerce(hints[key], fields[key].metadata, value, dotted, source)
     return cls(**values)
 
 
-def _coerce(kind, value, dotted: str, source: str):
+def _coerce(kind, meta, value, dotted: str, source: str):
+    """`value` as a `kind` checked against the field metadata `meta` (range, choices)."""
     if dataclasses.is_dataclass(kind):
         if value is None:
             value = {}
@@ -237,31 +250,68 @@ def _coerce(kind, value, dotted: str, source: str):
     ok = (isinstance(value, kind) and not (kind is int and isinstance(value, bool))) or \
          (kind is float and isinstance(value, int) and not isinstance(value, bool))
     if not ok:
-        raise ConfigError(f"{source}: `{dotted}`: expected {kind.__name__}, got {value!r} "
-                          f"({type(value).__name__})")
-    return kind(value)
+        got = f"{value!r} ({type(value).__name__})"
+        if value is None:
+            got = 'an empty value; write "" for an empty string' if kind is str else "an empty value"
+        raise ConfigError(f"{source}: `{dotted}`: expected {kind.__name__}, got {got}")
+    if kind is float:
+        try:
+            value = float(value)
+        except OverflowError:  # an int beyond the float range
+            value = math.inf if value > 0 else -math.inf
+        if not math.isfinite(value):
+            raise ConfigError(f"{source}: `{dotted}` must be a finite number, got {value!r}")
+    _check_range(meta, value, dotted, source)
+    return value
+
+
+def _check_range(meta, value, dotted: str, source: str) -> None:
+    if meta.get("choices") is not None and value not in meta["choices"]:
+        raise ConfigError(f"{source}: `{dotted}` must be one of {list(meta['choices'])}, got {value!r}")
+    low, high = meta.get("low"), meta.get("high")
+    too_low = low is not None and (value <= low if meta.get("low_open") else value < low)
+    if too_low or (high is not None and value > high):
+        left = "(" if meta.get("low_open") else "["
+        bounds = f"{left}{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
+        raise ConfigError(f"{source}: `{dotted}` must be in {bounds}, got {value!r}")
 
 
 def _apply_override(cfg: Config, item: str) -> None:
+    """Set one `section.key=value`: the text after `=` as is for a string, else read as YAML."""
     source = f"override `-o {item}`"
-    if "=" not in item:
+    dotted, equals, raw = item.partition("=")
+    dotted = dotted.strip()
+    if not equals or not dotted:
         raise ConfigError(f"{source}: expected `section.key=value`")
-    dotted, raw = item.split("=", 1)
-    *sections, key = dotted.strip().split(".")
+    *sections, key = dotted.split(".")
     target, prefix = cfg, ""
     for name in sections:
-        if not dataclasses.is_dataclass(getattr(target, name, None)):
-            raise ConfigError(f"{source}: unknown section `{prefix}{name}`"
-                              f"{_suggest(name, _section_names(target), prefix)}")
+        fields = [f.name for f in dataclasses.fields(target)]
+        if name in fields and not dataclasses.is_dataclass(getattr(target, name)):
+            raise ConfigError(f"{source}: `{prefix}{name}` is a value, not a section; "
+                              f"set it with `-o {prefix}{name}=value`")
+        if name not in fields:
+            subsections = _section_names(target)
+            hint = _suggest(name, subsections, prefix) if subsections else f"; `{prefix[:-1]}` has no sections"
+            raise ConfigError(f"{source}: unknown section `{prefix}{name}`{hint}")
         target, prefix = getattr(target, name), prefix + name + "."
-    names = [f.name for f in dataclasses.fields(target)]
-    if key not in names or dataclasses.is_dataclass(getattr(target, key)):
-        raise ConfigError(f"{source}: unknown key `{dotted}`{_suggest(key, names, prefix)}")
-    try:
-        value = yaml.load(raw, Loader=_Loader)  # as in a config file: true, 3e-5, [a, b]; a bare word is a string
-    except yaml.YAMLError:
+    fields = {f.name: f for f in dataclasses.fields(target)}
+    if key not in fields:
+        raise ConfigError(f"{source}: unknown key `{dotted}`{_suggest(key, list(fields), prefix)}")
+    if dataclasses.is_dataclass(getattr(target, key)):
+        keys = [f.name for f in dataclasses.fields(getattr(target, key))]
+        what = f"set a key inside it, `{dotted}.<key>=value`, with <key> one of: {', '.join(keys)}" if keys \
+            else "it takes no keys yet"
+        raise ConfigError(f"{source}: `{dotted}` is a section; {what}")
+    kind = typing.get_type_hints(type(target))[key]
+    if kind is str:
         value = raw
-    setattr(target, key, _coerce(typing.get_type_hints(type(target))[key], value, dotted, source))
+    else:
+        try:
+            value = yaml.load(raw, Loader=_Loader)  # as in a config file: true, 3e-5, 1_000
+        except Exception:  # not YAML: the type check below reports the text
+            value = raw
+    setattr(target, key, _coerce(kind, fields[key].metadata, value, dotted, source))
 
 
 def _section_names(obj) -> list:
@@ -273,23 +323,6 @@ def _suggest(key: str, names: Sequence[str], prefix: str) -> str:
     if hint:
         return hint.replace("`", f"`{prefix}", 1)
     return f"; expected one of: {', '.join(names)}" if names else "; this section takes no keys yet"
-
-
-def _check_ranges(obj, prefix: str, source: str) -> None:
-    for f in dataclasses.fields(obj):
-        value, dotted = getattr(obj, f.name), prefix + f.name
-        if dataclasses.is_dataclass(value):
-            _check_ranges(value, dotted + ".", source)
-            continue
-        meta = f.metadata
-        if meta.get("choices") is not None and value not in meta["choices"]:
-            raise ConfigError(f"{source}: `{dotted}` must be one of {list(meta['choices'])}, got {value!r}")
-        low, high = meta.get("low"), meta.get("high")
-        too_low = low is not None and (value <= low if meta.get("low_open") else value < low)
-        if too_low or (high is not None and value > high):
-            left = "(" if meta.get("low_open") else "["
-            bounds = f"{left}{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
-            raise ConfigError(f"{source}: `{dotted}` must be in {bounds}, got {value!r}")
 
 
 def _check_consistency(cfg: Config, source: str) -> None:

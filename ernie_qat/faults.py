@@ -4,10 +4,11 @@ With `ERNIE_QAT_FAULT=<point>[#<n>][:<SIGNAL>]` in the environment, this process
 SIGNAL (default SIGKILL) the n-th time (default the first) it passes `point`. Without the
 variable, `reach` does nothing. The points:
 
-    folder.staged    atomic_folder: the new folder is written beside its target, not yet moved in
-    folder.aside     atomic_folder: the old target is moved aside, the new one not yet moved in
-    folder.swapped   atomic_folder: the new folder is in place, the old one not yet deleted
-    train.backward   trainer: a step's backward ran, its optimizer update not yet
+    checkpoint.written  save_checkpoint: its files are written, not yet the manifest completing them
+    folder.staged       atomic_folder: the new folder is written beside its target, not yet moved in
+    folder.aside        atomic_folder: the old target is moved aside, the new one not yet moved in
+    folder.swapped      atomic_folder: the new folder is in place, the old one not yet deleted
+    train.backward      trainer: a step's backward ran, its optimizer update not yet
 """
 import collections
 import os

@@ -31,15 +31,52 @@ def test_jsonl_text_may_hold_unicode_line_separators(tmp_path):
     ("a.tsv", b"label\tsentence\npos\tfine\n", r"a.tsv:1: header \['label', 'sentence'\] has no `text` column"),
     ("a.csv", b"label,text\npos,ok\npos,caf\xe9\n", r"a.csv:3: not valid UTF-8 \(byte 0xe9\)"),
     ("a.jsonl", b'{"text": "ok", "label": "x"}\n{"text": "ok"\n', r"a.jsonl:2: invalid JSON"),
-    ("a.jsonl", b'["ok", "x"]\n', r"a.jsonl:1: expected a JSON object, got list"),
+    ("a.jsonl", b'["ok", "x"]\n', r"a.jsonl:1: expected a JSON object, got an array"),
+    ("a.jsonl", b'{"text": "ok", "label": "x"}\n3\n', r"a.jsonl:2: expected a JSON object, got a number"),
+    ("a.jsonl", b"null\n", r"a.jsonl:1: expected a JSON object, got null"),
+    ("a.jsonl", b'{"text": "a", "text": "b", "label": "x"}\n', r"a.jsonl:1: invalid JSON: duplicate key \"text\""),
+    pytest.param("a.jsonl", b"[" * 100000 + b"\n", r"a.jsonl:1: invalid JSON: maximum recursion depth exceeded",
+                 id="jsonl-deeply-nested"),
+    ("a.jsonl", b'{"text": {"a": 1}, "label": "x"}\n', r"a.jsonl:1: `text` must be a string, got an object"),
+    ("a.jsonl", b'{"text": 5, "label": "x"}\n', r"a.jsonl:1: `text` must be a string, got a number"),
+    ("a.jsonl", b'{"text": "a", "text_pair": [], "label": "x"}\n',
+     r"a.jsonl:1: `text_pair` must be a string, got an array"),
+    ("a.jsonl", b'{"text": "a", "label": true}\n', r"a.jsonl:1: `label` must be a string or a number, got a boolean"),
+    ("a.jsonl", b'{"text": "a", "label": {}}\n', r"a.jsonl:1: `label` must be a string or a number, got an object"),
+    ("a.jsonl", b'{"text": "a", "label": "x"}\r\n\xef\xbb\xbf{"text": "b"}\n',
+     r"a.jsonl:2: invalid JSON: Unexpected UTF-8 BOM"),
+    ("a.csv", b'label,text\npos,"unterminated\nneg,bad\nneg,worse\n',
+     r"a.csv:2: unterminated quote: the quoted field starting in this record runs to the end of the file"),
+    ("a.csv", b'label,text\npos,fine\npos,"not closed\nneg,"then" more\n',
+     r'a.csv:3: text after a closing quote on line 4: double a quote inside a quoted field \(""\), '
+     r"or close the quote left open"),
+    pytest.param("a.csv", b'label,text\npos,"' + b"x" * 140000 + b'"\n', r"a.csv:2: a field is longer than 131072 "
+                 r"characters, the csv module's limit; is a quote unterminated\?", id="csv-huge-field"),
+    pytest.param("a.tsv", b"label\ttext\npos\t" + b"x" * 140000 + b"\n", r"a.tsv:2: a field is longer than 131072 "
+                 r"characters, the csv module's limit$", id="tsv-huge-field"),
+    ("a.csv", b'label,text\npos,"two\nlines"\nneg,\n', r"a.csv:4: missing or empty `text`"),
+    ("a.csv", b"label,text,label\npos,a,b\n",
+     r"a.csv:1: header \['label', 'text', 'label'\] repeats column\(s\) \['label'\]"),
+    ("a.tsv", b"label\ttext\rpos\tok\r\xff\n", r"a.tsv:3: not valid UTF-8 \(byte 0xff\)"),
+    ("a.jsonl", b'{"text": "ok", "label": "x"}\r{"text": "\xff"}\n', r"a.jsonl:1: not valid UTF-8"),
     ("a.jsonl", b"", r"a.jsonl: no examples"),
     ("a.tsv", b"label\ttext\n\n", r"a.tsv: no examples"),
+    ("a.csv", b"\xef\xbb\xbflabel,text\r\n", r"a.csv: no examples"),
     ("a.xml", b"<a/>", r"a.xml: unknown data format `.xml`"),
 ])
 def test_bad_files_fail_with_file_and_line(tmp_path, name, content, message):
     (tmp_path / name).write_bytes(content)
     with pytest.raises(DataError, match=message):
         read_examples(tmp_path / name)
+
+
+def test_numeric_jsonl_labels_and_odd_characters_are_read_as_text(tmp_path):
+    (tmp_path / "a.jsonl").write_text('{"text": "a", "label": 1}\n{"text": "b", "label": 2.5, "text_pair": null}\n')
+    assert [(e.text, e.text_pair, e.label) for e in read_examples(tmp_path / "a.jsonl")] == \
+        [("a", None, "1"), ("b", None, "2.5")]
+    (tmp_path / "a.csv").write_bytes(b"text,label\r\na\x00b,x\rc\tc,\xef\xbb\xbfy\r\n")
+    assert [(e.text, e.label, e.where) for e in read_examples(tmp_path / "a.csv")] == \
+        [("a\x00b", "x", f"{tmp_path / 'a.csv'}:2"), ("c\tc", "\ufeffy", f"{tmp_path / 'a.csv'}:3")]
 
 
 def test_missing_file(tmp_path):

@@ -1,5 +1,6 @@
 """QAT -> export -> Paddle Inference predictor on a tiny model; FP32 round trip; failure cases."""
 import json
+import shutil
 import subprocess
 import sys
 
@@ -117,3 +118,29 @@ def test_custom_quantizer_layer_plugs_in_through_config(toy_task, fp32_checkpoin
         trained(toy_task, "bad", "quant.method=qat", "quant.weight_quantizer=clamp9")
     assert register_quantizer("x")(ClampQuantizer) is ClampQuantizer
     QUANTIZER_LAYERS.pop("x")
+
+
+
+def test_failed_verification_writes_nothing_and_keeps_the_earlier_export(toy_task, fp32_checkpoint):
+    from ernie_qat.export import Verification, VerificationError, verified
+    barely = trained(toy_task, "barely", "train.max_steps=1", "train.eval_every=1")
+    output = toy_task["dir"] / "deploy"
+    export(fp32_checkpoint, output, "fp32")
+    before = (output / "manifest.json").read_text()
+    reports = []
+    check = verified(toy_task["dir"] / "test.tsv", threads=1, report=reports.append)
+
+    def trained_model_replaced(folder):  # the export is of a 1-step model; verify it against the trained one
+        shutil.rmtree(barely)
+        shutil.copytree(fp32_checkpoint, barely)
+        check(folder)
+
+    with pytest.raises(VerificationError, match=r"verification failed: agreement \d+.\d+% \(needs >= 99.0\).*"
+                                                r"nothing was written") as info:
+        export(barely, output, "fp32", check=trained_model_replaced)
+    assert info.value.exit_code == 1 and not reports[0].passed
+    assert (output / "manifest.json").read_text() == before
+    assert not [p.name for p in output.parent.iterdir() if p.name.startswith(".deploy")]
+    nan = Verification(examples=2, agreement=100.0, max_abs_logit_diff=float("nan"),
+                       trained={"accuracy": 50.0}, exported={"accuracy": 50.0})
+    assert not nan.passed and "NaN" in nan.failure() and nan.summary()["max_abs_logit_diff"] is None

@@ -86,7 +86,7 @@ def one_error_line(result, *parts):
         assert part in result.stderr
 
 
-@pytest.mark.parametrize("fault", ["folder.staged#2", "folder.aside#1", "folder.swapped#2", "train.backward#6"])
+@pytest.mark.parametrize("fault", ["checkpoint.written#2", "folder.staged#2", "folder.aside#1", "folder.swapped#2", "train.backward#6"])
 def test_sigkill_then_resume_reproduces_the_run(task, reference, fault):
     name = "kill-" + fault.replace("#", "-")
     run_dir = task["dir"] / name

@@ -15,6 +15,7 @@ import paddle
 
 from paddlenlp.transformers import ErnieConfig, ErnieForSequenceClassification, ErnieTokenizer
 
+from ernie_qat import faults
 from ernie_qat.atomic import atomic_folder, check_manifest, is_complete, recover_folder, write_manifest
 from ernie_qat.config import Config, load_config
 from ernie_qat.data.loader import LabelVocab
@@ -38,6 +39,7 @@ def save_checkpoint(folder: Path, model, tokenizer, labels: LabelVocab, cfg: Con
             paddle.save(_rename_params(optimizer.state_dict(), _param_names(model)), str(staging / OPTIMIZER_FILE))
         if state is not None:
             (staging / STATE_FILE).write_text(json.dumps(state, indent=1))
+        faults.reach("checkpoint.written")
         write_manifest(staging)
 
 

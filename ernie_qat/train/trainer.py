@@ -97,7 +97,7 @@ def fit(cfg: Config, plugins: Optional[Plugins] = None, resume: bool = False) ->
     if not resume and (last_dir.exists() or any(checkpoints.glob(".last.*"))):
         raise RunExistsError(f"`train.output_dir` {out} already holds a run: pass --resume to continue it, "
                              "or choose another output_dir")
-    if resume and topo.writes:
+    if topo.writes:
         for name, copy in recover_checkpoints(checkpoints).items():
             print(f"recovered checkpoint `{name}` from a save a crash interrupted ({copy.name})", file=sys.stderr)
     if resume and not last_dir.exists():
