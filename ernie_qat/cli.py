@@ -14,15 +14,21 @@ def add_config_args(parser: argparse.ArgumentParser, required: bool = True) -> N
                         help="override a config value, e.g. -o train.learning_rate=3e-5 (repeatable)")
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def int_at_least(low: int, name: str) -> Callable[[str], int]:
+    """An argparse type: an integer >= `low`, called `name` in errors ("positive integer")."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {name}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected a {name}, got {value}")
+        return value
+    return parse
+
+
+positive_int = int_at_least(1, "positive integer")
+non_negative_int = int_at_least(0, "non-negative integer")
 
 
 def config_from_args(args: argparse.Namespace):

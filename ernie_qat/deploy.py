@@ -4,12 +4,20 @@ A deployment folder (written by `ernie_qat.export`) holds `model.pdmodel` / `mod
 the tokenizer files, `labels.json` and `deploy.yaml`. `Predictor` runs it with oneDNN, in INT8
 when the model carries quantization scales and INT8 is asked for.
 
+A missing or damaged folder is a `DeployError` (or `DamagedFileError`) naming what is wrong, never a
+crash: files are checked against the folder's manifest, and the model files are checked for
+structure before Paddle reads them, because Paddle Inference 2.6 kills the process on some damaged
+files (a segmentation fault on a .pdmodel that is not a program; an out-of-memory kill on a
+.pdiparams with a garbled tensor header).
+
 Example:
     predictor = Predictor("deploy/r8_int8", threads=2)
     predictor.predict(["oil prices rose sharply"])[0].label
 """
 import contextlib
+import math
 import os
+import struct
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +25,12 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import yaml
+from google.protobuf.message import DecodeError
 from paddle import inference
+from paddle.base.proto.framework_pb2 import ProgramDesc, VarType
 from paddlenlp.transformers import ErnieTokenizer
 
+from ernie_qat.atomic import check_manifest
 from ernie_qat.data.batching import Encoded, batched_scores
 from ernie_qat.data.loader import LabelVocab
 from ernie_qat.errors import UserError
@@ -27,6 +38,9 @@ from ernie_qat.errors import UserError
 DEPLOY_FILE = "deploy.yaml"
 MODEL_PREFIX = "model"
 PRECISIONS = ("int8", "fp32")
+REEXPORT = "re-export it with tools/export.py"
+DTYPE_BYTES = {VarType.BOOL: 1, VarType.UINT8: 1, VarType.INT8: 1, VarType.INT16: 2, VarType.FP16: 2,
+               VarType.BF16: 2, VarType.INT32: 4, VarType.FP32: 4, VarType.INT64: 8, VarType.FP64: 8}
 
 
 class DeployError(UserError):
@@ -35,16 +49,86 @@ class DeployError(UserError):
 
 @dataclass
 class Prediction:
-    label: str
+    label: Optional[str]  # None when `error` says why the text has no prediction
     probabilities: Dict[str, float]
     truncated: bool  # the text was longer than max_seq_len tokens and was cut
+    error: Optional[str] = None
 
 
 def read_deploy_config(folder) -> dict:
+    """A deployment folder's deploy.yaml, checked for `precision` and `max_seq_len`.
+
+    Raises:
+        DeployError: deploy.yaml is missing, unreadable, or not a mapping with those two keys.
+    """
     path = Path(folder) / DEPLOY_FILE
     if not path.exists():
         raise DeployError(f"`{folder}` is not a deployment folder (no {DEPLOY_FILE}); write one with tools/export.py")
-    return yaml.safe_load(path.read_text())
+    try:
+        deploy = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise DeployError(f"`{path}` is unreadable or not valid YAML ({exc}); {REEXPORT}") from None
+    if not isinstance(deploy, dict):
+        raise DeployError(f"`{path}` must be a mapping, got {type(deploy).__name__}; {REEXPORT}")
+    if deploy.get("precision") not in PRECISIONS:
+        raise DeployError(f"`{path}`: `precision` must be one of {list(PRECISIONS)}, "
+                          f"got {deploy.get('precision')!r}; {REEXPORT}")
+    max_seq_len = deploy.get("max_seq_len")
+    if type(max_seq_len) is not int or max_seq_len < 8:
+        raise DeployError(f"`{path}`: `max_seq_len` must be an integer >= 8, got {max_seq_len!r}; {REEXPORT}")
+    return deploy
+
+
+def check_model_files(folder: Path) -> None:
+    """Check that model.pdmodel is a program and model.pdiparams holds tensors of exactly its parameters' sizes.
+
+    Weights of the right size but changed values pass: the manifest catches those.
+
+    Raises:
+        DeployError: a model file is missing or damaged, naming it.
+    """
+    model, params = folder / f"{MODEL_PREFIX}.pdmodel", folder / f"{MODEL_PREFIX}.pdiparams"
+    try:
+        program = ProgramDesc.FromString(model.read_bytes())
+        if not program.blocks:
+            raise ValueError("no program")
+        needed = sorted(_tensor_bytes(v.type.lod_tensor.tensor) for v in program.blocks[0].vars
+                        if v.persistable and v.type.type == VarType.LOD_TENSOR)
+    except (OSError, ValueError, DecodeError) as exc:
+        raise DeployError(f"`{model}` is missing or damaged ({exc}); {REEXPORT}") from None
+    try:
+        stored = sorted(_stored_tensor_bytes(params))
+    except (OSError, ValueError, DecodeError) as exc:
+        raise DeployError(f"`{params}` is missing or damaged ({exc}); {REEXPORT}") from None
+    if stored != needed:
+        raise DeployError(f"`{params}` is damaged: it holds {len(stored)} tensors of {sum(stored)} bytes, "
+                          f"`{model}` needs {len(needed)} of {sum(needed)}; {REEXPORT}")
+
+
+def _tensor_bytes(desc) -> int:
+    if desc.data_type not in DTYPE_BYTES or any(d < 0 for d in desc.dims):
+        raise ValueError(f"a tensor of type {desc.data_type} and shape {list(desc.dims)}")
+    return DTYPE_BYTES[desc.data_type] * math.prod(desc.dims)
+
+
+def _stored_tensor_bytes(path: Path) -> List[int]:
+    """Data sizes of the tensors of a combined .pdiparams file, from their headers; the data is skipped."""
+    sizes = []
+    with open(path, "rb") as f:
+        end = os.fstat(f.fileno()).st_size
+        while f.tell() < end:
+            at, header = f.tell(), f.read(20)
+            if len(header) < 20:
+                raise ValueError(f"{len(header)} stray bytes at the end")
+            # version, LoD levels, tensor version, TensorDesc size; inference parameters have no LoD
+            *versions, desc_bytes = struct.unpack("<IQIi", header)
+            if versions != [0, 0, 0] or not 0 <= desc_bytes <= end - f.tell():
+                raise ValueError(f"no tensor header at byte {at}")
+            sizes.append(_tensor_bytes(VarType.TensorDesc.FromString(f.read(desc_bytes))))
+            if sizes[-1] > end - f.tell():
+                raise ValueError(f"tensor {len(sizes)} runs past the end of the file ({end} bytes)")
+            f.seek(sizes[-1], os.SEEK_CUR)
+    return sizes
 
 
 @contextlib.contextmanager
@@ -73,11 +157,18 @@ class Predictor:
         precision: "int8" (oneDNN INT8; needs a quantized export) or "fp32"; default: the export's.
         threads: CPU math-library threads; default: the usable cores.
         batch_size: texts per predictor run in `predict`.
+
+    Raises:
+        DeployError, DamagedFileError: the folder is missing, incomplete or damaged, naming the file.
     """
 
     def __init__(self, deploy_dir, precision: Optional[str] = None, threads: Optional[int] = None,
                  batch_size: int = 32):
         self.folder = Path(deploy_dir)
+        if not self.folder.is_dir():
+            missing = "does not exist" if not self.folder.exists() else "is not a folder"
+            raise DeployError(f"deployment folder `{deploy_dir}` {missing}; write one with tools/export.py")
+        check_manifest(self.folder)
         self.deploy = read_deploy_config(self.folder)
         self.precision = precision or self.deploy["precision"]
         if self.precision not in PRECISIONS:
@@ -88,8 +179,13 @@ class Predictor:
         self.threads = threads or len(os.sched_getaffinity(0))
         self.batch_size = batch_size
         self.max_seq_len = self.deploy["max_seq_len"]
-        self.labels = LabelVocab.load(self.folder)
-        self.tokenizer = ErnieTokenizer.from_pretrained(str(self.folder))
+        self.labels = self._load_labels()
+        try:
+            self.tokenizer = ErnieTokenizer.from_pretrained(str(self.folder))
+        except Exception as exc:  # paddlenlp raises TypeError, ValueError, AssertionError... on bad files
+            raise DeployError(f"`{deploy_dir}`: cannot load the tokenizer ({type(exc).__name__}: {exc}); "
+                              f"{REEXPORT}") from None
+        check_model_files(self.folder)
         config = inference.Config(str(self.folder / f"{MODEL_PREFIX}.pdmodel"),
                                   str(self.folder / f"{MODEL_PREFIX}.pdiparams"))
         config.disable_gpu()
@@ -100,9 +196,26 @@ class Predictor:
         if self.precision == "int8":
             config.enable_mkldnn_int8()
         config.disable_glog_info()
-        with native_output_silenced():
-            self._predictor = inference.create_predictor(config)
-            self.logits(np.full((1, 8), self.tokenizer.cls_token_id, dtype=np.int64), np.zeros((1, 8), dtype=np.int64))
+        try:
+            with native_output_silenced():
+                self._predictor = inference.create_predictor(config)
+                scores = self.logits(np.full((1, 8), self.tokenizer.cls_token_id, dtype=np.int64),
+                                     np.zeros((1, 8), dtype=np.int64))
+        except (RuntimeError, ValueError, IndexError, MemoryError) as exc:  # what Paddle raises on damaged files
+            raise DeployError(f"`{deploy_dir}`: Paddle Inference cannot run the model "
+                              f"({str(exc).strip().splitlines()[0]}); {REEXPORT}") from None
+        if scores.shape != (1, len(self.labels)):
+            raise DeployError(f"`{deploy_dir}`: the model gives {scores.shape[-1]} scores per text, "
+                              f"{LabelVocab.FILE} names {len(self.labels)} labels; {REEXPORT}")
+
+    def _load_labels(self) -> LabelVocab:
+        try:
+            labels = LabelVocab.load(self.folder)
+        except (OSError, ValueError, TypeError) as exc:
+            raise DeployError(f"`{self.folder / LabelVocab.FILE}` is missing or damaged ({exc}); {REEXPORT}") from None
+        if not labels.labels or not all(isinstance(label, str) for label in labels.labels):
+            raise DeployError(f"`{self.folder / LabelVocab.FILE}` must be a list of label names; {REEXPORT}")
+        return labels
 
     def logits(self, input_ids: np.ndarray, token_type_ids: np.ndarray) -> np.ndarray:
         """Raw scores [B, C] for int64 token ids [B, L] (padding with the pad id)."""
@@ -129,19 +242,64 @@ class Predictor:
         return batched_scores(self.logits, items, self.batch_size, self.tokenizer.pad_token_id)
 
     def predict(self, texts: Sequence[str], text_pairs: Optional[Sequence[Optional[str]]] = None) -> List[Prediction]:
-        """Label and class probabilities of each text. Empty texts raise DeployError."""
-        empty = [i for i, t in enumerate(texts) if not t or not t.strip()]
-        if empty:
-            raise DeployError(f"texts {empty[:10]} are empty")
-        items = self.encode(texts, text_pairs)
-        scores = self.predict_logits(items)
-        probs = np.exp(scores - scores.max(axis=1, keepdims=True))
-        probs /= probs.sum(axis=1, keepdims=True)
-        return [Prediction(label=self.labels.labels[int(p.argmax())],
-                           probabilities={name: float(v) for name, v in zip(self.labels.labels, p)},
-                           truncated=len(x.input_ids) >= self.max_seq_len and self._is_cut(text, pair))
-                for x, p, text, pair in zip(items, probs, texts, text_pairs or [None] * len(texts))]
+        """One Prediction per text, in order: its label and class probabilities.
+
+        A text that is empty, has no tokens (the tokenizer drops NUL bytes and control characters),
+        or gets non-finite scores from the model gets `label=None` and an `error` saying why.
+
+        Raises:
+            DeployError: `texts` is not a list of strings, or `text_pairs` not one string or None per text.
+        """
+        texts = _text_list(texts, "texts")
+        pairs = [None] * len(texts) if text_pairs is None else _text_list(text_pairs, "text_pairs", optional=True)
+        if len(pairs) != len(texts):
+            raise DeployError(f"{len(texts)} texts but {len(pairs)} text_pairs: give one pair (or None) per text")
+        items = self.encode(texts, pairs)
+        errors = [_input_error(text, pair, item) for text, pair, item in zip(texts, pairs, items)]
+        valid = [i for i, error in enumerate(errors) if error is None]
+        scores = np.zeros((len(texts), len(self.labels)))
+        if valid:
+            scores[valid] = self.predict_logits([items[i] for i in valid])
+        out = []
+        for text, pair, item, error, row in zip(texts, pairs, items, errors, scores):
+            if error is None and not np.isfinite(row).all():
+                error = "the model's output is not finite"
+            if error is not None:
+                out.append(Prediction(label=None, probabilities={}, truncated=False, error=error))
+                continue
+            probs = np.exp(row - row.max())
+            probs /= probs.sum()
+            out.append(Prediction(label=self.labels.labels[int(probs.argmax())],
+                                  probabilities={name: float(p) for name, p in zip(self.labels.labels, probs)},
+                                  truncated=len(item.input_ids) >= self.max_seq_len and self._is_cut(text, pair)))
+        return out
 
     def _is_cut(self, text: str, pair: Optional[str]) -> bool:
         full = self.tokenizer(text, text_pair=pair, return_attention_mask=False)["input_ids"]
         return len(full) > self.max_seq_len
+
+
+def _text_list(values, name: str, optional: bool = False) -> list:
+    """`values` as a list, checked to hold strings (or None where `optional`)."""
+    if isinstance(values, (str, bytes)):
+        raise DeployError(f"`{name}` must be a list of strings, got one {type(values).__name__}; "
+                          "pass [text] for a single text")
+    try:
+        values = list(values)
+    except TypeError:
+        raise DeployError(f"`{name}` must be a list of strings, got {type(values).__name__}") from None
+    for i, value in enumerate(values):
+        if not isinstance(value, str) and not (optional and value is None):
+            raise DeployError(f"`{name}[{i}]` must be a string, got {type(value).__name__}")
+    return values
+
+
+def _input_error(text: str, pair: Optional[str], item: Encoded) -> Optional[str]:
+    """Why an encoded text cannot be classified, or None. Segment 0 is [CLS] text [SEP]; segment 1 is pair [SEP]."""
+    if not text.strip():
+        return "empty text"
+    if item.token_type_ids.count(0) <= 2:
+        return "no tokens: the tokenizer drops every character of the text (control characters, NUL bytes)"
+    if pair is not None and item.token_type_ids.count(1) <= 1:
+        return "no tokens in text_pair"
+    return None

@@ -72,21 +72,26 @@ def test_predictor_errors(toy_task, fp32_checkpoint):
         Predictor(deploy, precision="int8")
     with pytest.raises(DeployError, match="is not a deployment folder"):
         Predictor(toy_task["dir"])
-    with pytest.raises(DeployError, match=r"texts \[1\] are empty"):
-        Predictor(deploy).predict(["good", "  "])
+    with pytest.raises(DeployError, match=r"3 texts but 1 text_pairs"):
+        Predictor(deploy).predict(["good film", "bad film", "nice"], ["x"])
+    good, empty, nul = Predictor(deploy).predict(["the film was good", "  ", "\0\0"])
+    assert (good.label, good.error) == ("pos", None)
+    assert (empty.label, empty.probabilities, empty.error) == (None, {}, "empty text")
+    assert nul.label is None and nul.error.startswith("no tokens")
 
 
 def test_infer_cli_edge_cases_and_eval(toy_task, fp32_checkpoint):
     deploy = export(fp32_checkpoint, toy_task["dir"] / "deploy_fp32", "fp32")
-    lines = b"the film was good\n\nbad " + b"plot " * 100 + b"\ncaf\xe9 was awful\n"
+    lines = b"the film was good\n\nbad " + b"plot " * 100 + b"\ncaf\xe9 was awful\n\x00\x01\n"
     result = run_tool("infer.py", "--model", deploy, "--input", "-", stdin=lines)
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stdout.decode().splitlines()]
-    assert [r["line"] for r in records] == [1, 2, 3, 4]
+    assert [r["line"] for r in records] == [1, 2, 3, 4, 5]
     assert records[0]["label"] == "pos" and "truncated" not in records[0]
     assert records[1] == {"line": 2, "label": None, "error": "empty text"}
     assert records[2]["truncated"] is True and records[2]["label"] == "neg"
     assert records[3]["decode_error"] is True and records[3]["label"] == "neg"
+    assert records[4]["label"] is None and records[4]["error"].startswith("no tokens")
 
     evaluated = run_tool("infer.py", "--model", deploy, "--input", toy_task["dir"] / "test.tsv", "--eval")
     assert evaluated.returncode == 0, evaluated.stderr

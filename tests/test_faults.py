@@ -20,6 +20,7 @@ from conftest import ROOT, make_toy_task
 from ernie_qat import faults
 from ernie_qat.atomic import DamagedFileError, is_complete
 from ernie_qat.config import load_config
+from ernie_qat.models.classifier import ModelError
 from ernie_qat.plugins import build_plugins
 from ernie_qat.train.checkpoint import load_checkpoint
 from ernie_qat.train.hooks import LossTerm
@@ -48,14 +49,16 @@ def train(task, name, *overrides, fault=None, resume=False, file_size_limit=None
     for item in RUN + list(overrides):
         args += ["-o", item]
     env = {k: v for k, v in os.environ.items() if k != faults.ENV}
+    env["OMP_NUM_THREADS"] = "1"  # float sums depend on the thread count: every run of a comparison uses one
     if fault:
         env[faults.ENV] = fault
-
-    def limit_file_size():
-        resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
-
     return subprocess.run([str(a) for a in args] + (["--resume"] if resume else []), capture_output=True, text=True,
-                          env=env, timeout=600, preexec_fn=limit_file_size if file_size_limit else None)
+                          env=env, timeout=600, preexec_fn=disk_of(file_size_limit) if file_size_limit else None)
+
+
+def disk_of(size: int):
+    """A child-process set-up under which writing a file past `size` bytes fails, as on a full disk."""
+    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
 
 
 def outcome(run_dir):
@@ -147,17 +150,20 @@ class NaNAt(LossTerm):
         return paddle.to_tensor(float("nan") if step == self.step else 0.0), {}
 
 
-def test_nan_stops_before_the_update_and_resume_reproduces(task, reference):
+def test_nan_stops_before_the_update_and_resume_reproduces(task):
+    def config(name):
+        return load_config(task["config"], RUN + [f"train.output_dir={task['dir'] / name}"])
+
+    fit(config("nan-reference"))  # in this process: the same CPU math threads as the runs below
     run_dir = task["dir"] / "nan"
-    cfg = load_config(task["config"], RUN + [f"train.output_dir={run_dir}"])
-    plugins = build_plugins(cfg)
+    plugins = build_plugins(config("nan"))
     plugins.loss_terms.append(NaNAt(step=6))
     with pytest.raises(NonFiniteError, match=r"diverged at step 7: the loss is nan; the last good checkpoint, "
                                              r".*last \(step 4\), is intact"):
-        fit(cfg, plugins)
+        fit(config("nan"), plugins)
     assert saved_step(run_dir) == 4 and is_complete(run_dir / "checkpoints" / "last")
-    fit(cfg, resume=True)
-    assert_reproduces(reference, run_dir)
+    fit(config("nan"), resume=True)
+    assert_reproduces(outcome(task["dir"] / "nan-reference"), run_dir)
 
 
 def test_divergence_through_the_cli_exits_2_naming_step_and_checkpoint(task):
@@ -198,9 +204,14 @@ def test_damaged_checkpoint_files_are_named(task, reference, tmp_path):
     (copy / "manifest.json").unlink()  # a folder written before manifests: the file itself is checked
     for content in (b"", bytes(data[:len(data) // 3]), b"garbage" * 100):
         weights.write_bytes(content)
-        with pytest.raises(Exception, match=f"`{weights}` cannot be read") as info:
+        with pytest.raises(ModelError, match=f"`{weights}` cannot be read"):
             load_checkpoint(copy)
-        assert getattr(info.value, "exit_code", None) == 2
+    state = paddle.load(str(best / "model_state.pdparams"))
+    name = next(iter(state))
+    state[name] = state[name] * float("nan")
+    paddle.save(state, str(weights))
+    with pytest.raises(ModelError, match=f"`{weights}`: 1 of \\d+ tensors hold NaN or infinity \\(first: {name}\\)"):
+        load_checkpoint(copy)
 
 
 def test_output_under_a_regular_file_is_a_user_error(task):
@@ -208,3 +219,13 @@ def test_output_under_a_regular_file_is_a_user_error(task):
     blocker.write_text("")
     result = train(task, "a-file/run")
     one_error_line(result, "cannot write", str(blocker))
+
+
+def test_full_disk_during_export_is_a_user_error(task, reference, tmp_path):
+    output = tmp_path / "deploy"
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / "export.py"), "--checkpoint",
+                             str(task["dir"] / "reference" / "checkpoints" / "best"), "--output", str(output),
+                             "--precision", "fp32"], capture_output=True, text=True, timeout=600,
+                            preexec_fn=disk_of(30_000))
+    one_error_line(result, f"cannot write `{output}`", "File too large")
+    assert list(tmp_path.iterdir()) == []

@@ -9,7 +9,6 @@ weight, and the kurtosis and max|x|/σ of its input on a few calibration batches
 heaviest tails, each model overlaid: before/after with --compare).
 """
 import argparse
-import json
 from pathlib import Path
 
 from ernie_qat import cli
@@ -19,6 +18,7 @@ def kurtosis_report(args) -> None:
     import numpy as np
     import paddle
 
+    from ernie_qat.atomic import write_json, write_text
     from ernie_qat.analysis.kurtosis import activation_table, markdown, plot_histograms, weight_table
     from ernie_qat.config import RegularizerConfig
     from ernie_qat.data.batching import collate, encode
@@ -49,9 +49,8 @@ def kurtosis_report(args) -> None:
         heaviest = sorted(table[first], key=lambda n: table[first][n]["kurtosis"], reverse=True)[:args.plots]
         plot_histograms(samples[kind], heaviest, out / f"{kind}.png", f"{kind}: heaviest tails ({first})")
     text = "## Weights\n\n" + markdown(weights) + "\n## Linear-layer inputs (activations)\n\n" + markdown(activations)
-    (out / "kurtosis.md").write_text(text)
-    (out / "kurtosis.json").write_text(json.dumps({"checkpoints": checkpoints, "weights": weights,
-                                                   "activations": activations}, indent=1))
+    write_text(out / "kurtosis.md", text)
+    write_json(out / "kurtosis.json", {"checkpoints": checkpoints, "weights": weights, "activations": activations})
     print(text)
     print(f"wrote {out}/kurtosis.md, kurtosis.json, weights.png, activations.png")
 
@@ -63,9 +62,10 @@ def main() -> None:
     kurt.add_argument("--checkpoint", required=True, help="a checkpoint folder")
     kurt.add_argument("--compare", help="a second checkpoint (e.g. after training) to put beside the first")
     kurt.add_argument("--data", help="labelled data for activations: a file or dataset:split (default: the run's train)")
-    kurt.add_argument("--batches", type=int, default=4, help="calibration batches for activation statistics")
-    kurt.add_argument("--batch-size", type=int, default=32)
-    kurt.add_argument("--plots", type=int, default=3, help="layers per histogram figure")
+    kurt.add_argument("--batches", type=cli.positive_int, default=4,
+                      help="calibration batches for activation statistics")
+    kurt.add_argument("--batch-size", type=cli.positive_int, default=32)
+    kurt.add_argument("--plots", type=cli.positive_int, default=3, help="layers per histogram figure")
     kurt.add_argument("--out", default="analysis", help="output folder")
     args = parser.parse_args()
     kurtosis_report(args)

@@ -26,7 +26,6 @@ count other than this process's OMP_NUM_THREADS is measured in a child process w
 OMP_NUM_THREADS set to it.
 """
 import argparse
-import json
 import os
 import platform
 import sys
@@ -34,15 +33,9 @@ from importlib import metadata
 from pathlib import Path
 
 from ernie_qat import cli
+from ernie_qat.atomic import write_json
 
 SHAPES = ["ernie-base", "minilm", "tiny"]
-
-
-def positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
 
 
 def machine_info() -> dict:
@@ -100,11 +93,12 @@ def main() -> None:
                         help="FP32 export paired with the INT8 --model of the same position (repeatable)")
     parser.add_argument("--shape", action="append", choices=SHAPES,
                         help="a random-weight model of this shape (repeatable; --train: default minilm)")
-    parser.add_argument("--batch", nargs="+", type=positive, help="default 1 8 32 (--train: 32)")
-    parser.add_argument("--seq-len", nargs="+", type=positive, help="default 64 128 (--train: 128)")
-    parser.add_argument("--threads", nargs="+", type=positive, help="default 1 2 (--train: 2)")
-    parser.add_argument("--runs", type=positive, help="timed runs per configuration (default 20; --train: 5 steps)")
-    parser.add_argument("--warmup", type=int, help="untimed runs before them (default 5; --train: 2)")
+    parser.add_argument("--batch", nargs="+", type=cli.positive_int, help="default 1 8 32 (--train: 32)")
+    parser.add_argument("--seq-len", nargs="+", type=cli.positive_int, help="default 64 128 (--train: 128)")
+    parser.add_argument("--threads", nargs="+", type=cli.positive_int, help="default 1 2 (--train: 2)")
+    parser.add_argument("--runs", type=cli.positive_int,
+                        help="timed runs per configuration (default 20; --train: 5 steps)")
+    parser.add_argument("--warmup", type=cli.non_negative_int, help="untimed runs before them (default 5; --train: 2)")
     parser.add_argument("--ort", action=argparse.BooleanOptionalAction, default=True,
                         help="add ONNX Runtime rows (skipped with a note if onnxruntime is missing)")
     parser.add_argument("--json", metavar="PATH", help="write rows and machine info as JSON")
@@ -132,7 +126,7 @@ def main() -> None:
         report = {"machine": machine, "settings": settings,
                   "models": {name: {p: str(d) for p, d in dirs.items()} for name, dirs in models.items()},
                   "rows": rows}
-        Path(args.json).write_text(json.dumps(report, indent=1))
+        write_json(args.json, report)
         print(f"wrote {args.json}", file=sys.stderr)
     if args.png:
         plot(rows, args.png)
@@ -162,7 +156,7 @@ def train_main(args, parser) -> None:
                     "warmup": warmup}
         report = {"mode": "train", "machine": machine, "cpu_settings": cpu_settings(), "settings": settings,
                   "rows": rows}
-        Path(args.json).write_text(json.dumps(report, indent=1))
+        write_json(args.json, report)
         print(f"wrote {args.json}", file=sys.stderr)
 
 

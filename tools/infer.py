@@ -6,35 +6,79 @@
     python tools/infer.py --model deploy/r8_int8 --input r8:test --eval     # a built-in dataset's split
 
 Input: a labelled or unlabelled .tsv/.csv/.jsonl file (columns `text`, optional `text_pair`,
-`label`), or plain text with one text per line (any other suffix, or `-` for stdin).
+`label`), or plain text with one text per line (any other suffix, or `-` for stdin; an empty
+file gives no records).
 Plain text: bytes that are not UTF-8 are replaced by U+FFFD and the record gets
-`"decode_error": true`; an empty line gets `"label": null, "error": "empty text"`. Texts longer
-than the export's max_seq_len tokens are truncated and get `"truncated": true`.
---eval (labelled input) prints accuracy, macro-F1 and MCC as JSON; predictions are then written
-only with --output.
+`"decode_error": true`. A text that is empty or has no tokens (only control characters or NUL
+bytes), or on which the model outputs NaN or infinity, gets `"label": null` and an `"error"`.
+Texts longer than the export's max_seq_len tokens are truncated and get `"truncated": true`.
+--output is checked before the model is loaded and written whole or not at all: a failed run
+leaves an earlier file there as it was.
+--eval (labelled input) prints accuracy, macro-F1 and MCC as JSON, over the examples that got a
+prediction (`without_prediction` counts the others); predictions are then written only with
+--output.
 """
 import argparse
 import json
 import sys
+import tempfile
+from pathlib import Path
 
 from ernie_qat import cli
+from ernie_qat.atomic import WriteError, atomic_file
 
 TABLE_SUFFIXES = (".tsv", ".csv", ".jsonl", ".json")
 
 
-def read_plain_lines(source) -> list:
-    """[(line number, text or "", decode_error)] from a binary stream."""
+def check_output(path: Path) -> None:
+    """Raise WriteError naming `path` unless a file can be created in its folder (made if missing)."""
+    if path.is_dir():
+        raise WriteError(f"cannot write `{path}`: it is a directory")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path.parent).close()
+    except OSError as exc:
+        reason = "Not a directory" if isinstance(exc, FileExistsError) else exc.strerror  # mkdir met a file
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise WriteError(f"cannot write `{path}`: {reason}{where}") from None
+
+
+def read_plain_lines(data: bytes) -> list:
+    """[(line number, stripped text, decode_error)] of plain-text bytes; none for empty bytes."""
+    lines = data.split(b"\n")
+    if data.endswith(b"\n") or not data:
+        lines.pop()  # the newline ending the last line, or the one empty line of no bytes
     rows = []
-    for number, raw in enumerate(source.read().split(b"\n"), 1):
+    for number, raw in enumerate(lines, 1):
         raw = raw.rstrip(b"\r")
         try:
             text, bad = raw.decode("utf-8-sig" if number == 1 else "utf-8"), False
         except UnicodeDecodeError:
             text, bad = raw.decode("utf-8", errors="replace"), True
         rows.append((number, text.strip(), bad))
-    if rows and rows[-1][1] == "" and number > 1:
-        rows.pop()  # the newline ending the last line
     return rows
+
+
+def to_record(number: int, prediction, gold, decode_error: bool) -> dict:
+    """The JSONL record of one input line."""
+    record = {"line": number, "label": prediction.label}
+    if prediction.error:
+        record["error"] = prediction.error
+    else:
+        record["probabilities"] = prediction.probabilities
+    if prediction.truncated:
+        record["truncated"] = True
+    if decode_error:
+        record["decode_error"] = True
+    if gold is not None:
+        record["gold"] = gold
+    return record
+
+
+def write_records(out, records: list) -> None:
+    for record in records:
+        out.write(json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n")
+    out.flush()
 
 
 def main() -> None:
@@ -44,16 +88,17 @@ def main() -> None:
     parser.add_argument("--output", help="JSONL predictions (default: stdout)")
     parser.add_argument("--eval", action="store_true", help="labelled input: print metrics")
     parser.add_argument("--precision", choices=["int8", "fp32"], help="default: the export's precision")
-    parser.add_argument("--threads", type=int, help="default: the usable cores")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=cli.positive_int, help="default: the usable cores")
+    parser.add_argument("--batch-size", type=cli.positive_int, default=32)
     args = parser.parse_args()
+    if args.output:
+        check_output(Path(args.output))
 
     from ernie_qat.data.loader import DataError, read_examples
     from ernie_qat.data.sources import data_file
     from ernie_qat.deploy import Predictor
     from ernie_qat.train.metrics import classification_metrics
 
-    predictor = Predictor(args.model, precision=args.precision, threads=args.threads, batch_size=args.batch_size)
     path = data_file(args.input)
     if args.input != "-" and path.suffix.lower() in TABLE_SUFFIXES:
         examples = read_examples(path, require_label=args.eval)
@@ -61,42 +106,34 @@ def main() -> None:
     else:
         if args.eval:
             raise DataError("--eval needs labelled input: a .tsv/.csv/.jsonl file with a `label` column")
-        source = sys.stdin.buffer if args.input == "-" else open(path, "rb")
-        rows = [(n, text, None, None, bad) for n, text, bad in read_plain_lines(source)]
+        try:
+            data = sys.stdin.buffer.read() if args.input == "-" else path.read_bytes()
+        except OSError as exc:
+            raise DataError(f"{args.input}: cannot read: {exc.strerror}") from None
+        rows = [(n, text, None, None, bad) for n, text, bad in read_plain_lines(data)]
 
-    texts = [r for r in rows if r[1]]
-    predictions = dict(zip((r[0] for r in texts),
-                           predictor.predict([r[1] for r in texts], [r[2] for r in texts]) if texts else []))
-    records = []
-    for number, text, _, gold, bad in rows:
-        record = {"line": number}
-        if number in predictions:
-            p = predictions[number]
-            record.update(label=p.label, probabilities=p.probabilities)
-            if p.truncated:
-                record["truncated"] = True
-        else:
-            record.update(label=None, error="empty text")
-        if bad:
-            record["decode_error"] = True
-        if gold is not None:
-            record["gold"] = gold
-        records.append(record)
+    predictor = Predictor(args.model, precision=args.precision, threads=args.threads, batch_size=args.batch_size)
+    predictions = predictor.predict([r[1] for r in rows], [r[2] for r in rows])
+    records = [to_record(number, p, gold, bad) for (number, _, _, gold, bad), p in zip(rows, predictions)]
 
-    if args.output or not args.eval:
-        out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
-        for record in records:
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
-        out.flush()
+    if args.output:
+        with atomic_file(args.output) as out:
+            write_records(out, records)
+    elif not args.eval:
+        write_records(sys.stdout, records)
     if args.eval:
-        labels = predictor.labels
-        gold = [labels.labels.index(r["gold"]) if r["gold"] in labels.labels else -1 for r in records]
-        unknown = sorted({r["gold"] for r, g in zip(records, gold) if g < 0})
+        labels = predictor.labels.labels
+        unknown = sorted({r["gold"] for r in records} - set(labels))
         if unknown:
-            raise DataError(f"{args.input}: labels {unknown} are unknown to the model, which knows {labels.labels}")
-        predicted = [labels.labels.index(r["label"]) for r in records]
-        print(json.dumps({"examples": len(records), "precision": predictor.precision,
-                          **classification_metrics(gold, predicted)}, indent=1))
+            raise DataError(f"{args.input}: labels {unknown} are unknown to the model, which knows {labels}")
+        scored = [r for r in records if r["label"] is not None]
+        if not scored:
+            raise DataError(f"{args.input}: no example got a prediction (first: line {records[0]['line']}, "
+                            f"{records[0]['error']})")
+        metrics = classification_metrics([labels.index(r["gold"]) for r in scored],
+                                         [labels.index(r["label"]) for r in scored])
+        print(json.dumps({"examples": len(records), "without_prediction": len(records) - len(scored),
+                          "precision": predictor.precision, **metrics}, indent=1, allow_nan=False))
 
 
 if __name__ == "__main__":

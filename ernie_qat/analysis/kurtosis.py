@@ -10,6 +10,7 @@ from typing import Dict, List
 import numpy as np
 import paddle
 
+from ernie_qat.atomic import atomic_file
 from ernie_qat.ptq.calibrate import InputStats
 from ernie_qat.regularizers.kurtosis import kurtosis
 
@@ -68,5 +69,6 @@ def plot_histograms(samples: Dict[str, Dict[str, np.ndarray]], names: List[str],
         axis.legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_file(path, "wb") as out:
+        fig.savefig(out, format="png", dpi=110)
     plt.close(fig)

@@ -21,6 +21,7 @@ import numpy as np
 import paddle
 
 import ernie_qat
+from ernie_qat.atomic import atomic_file, write_json
 from ernie_qat.deploy import DEPLOY_FILE, MODEL_PREFIX, DeployError, Predictor, read_deploy_config
 from ernie_qat.env import cache_dir
 
@@ -200,7 +201,7 @@ def onnx_models(fp32_dir) -> dict:
         quantize_dynamic(str(raw), str(int8), weight_type=QuantType.QInt8)
     info = {"fp32": str(fp32), "int8": str(int8), "ort_fp32_path": how, "notes": notes,
             "ort_path": f"{int8_how}+quantize_dynamic(QInt8)"}
-    info_file.write_text(json.dumps(info, indent=1))
+    write_json(info_file, info)
     return info
 
 
@@ -336,5 +337,6 @@ def plot(rows: Sequence[dict], png_path) -> None:
         ax.set_title(f"{t} thread{'s' if t > 1 else ''}")
         ax.legend(fontsize="small")
     fig.tight_layout()
-    fig.savefig(str(png_path), dpi=100)
+    with atomic_file(png_path, "wb") as out:
+        fig.savefig(out, format="png", dpi=100)
     plt.close(fig)

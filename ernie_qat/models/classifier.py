@@ -68,10 +68,11 @@ class TextClassifier(nn.Layer):
         state = read_paddle_file(path)
         if not isinstance(state, dict):
             raise ModelError(f"`{path}` holds {type(state).__name__}, not model weights")
-        broken = [name for name, value in state.items() if hasattr(value, "numpy") and not np.isfinite(value.numpy()).all()]
+        broken = [name for name, value in state.items()
+                  if hasattr(value, "numpy") and not np.isfinite(value.numpy()).all()]
         if broken:
-            raise ModelError(f"`{path}`: {len(broken)} tensors hold NaN or infinity (first: {broken[0]}); "
-                             "the model diverged or the file is damaged")
+            raise ModelError(f"`{path}`: {len(broken)} of {len(state)} tensors hold NaN or infinity "
+                             f"(first: {broken[0]}); the model diverged or the file is damaged")
         missing, unexpected = self.net.set_state_dict(state)
         if missing or unexpected:
             raise ModelError(f"{folder}: weights do not fit the model: missing {missing[:5]}, "
