@@ -4,6 +4,7 @@
     python experiments/compare_runs.py bench WORKDIR   # bench_{old,new}_*.json and ab_{old,new}_{engine}_*.json
 """
 import json
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -28,7 +29,8 @@ def compare_runs(old: Path, new: Path) -> str:
     import paddle
     rows = ["| run | old: test acc / F1 / MCC | new: test acc / F1 / MCC | best step old / new | max abs weight difference |",
             "|---|---|---|---|---|"]
-    for run in RUNS:
+    tasks = os.environ.get("TASKS", "mr r8").split()
+    for run in (run for run in RUNS if run.split("_")[0] in tasks):
         results = [json.loads((side / "runs" / run / "results.json").read_text()) for side in (old, new)]
         weights = [paddle.load(str(side / "runs" / run / "checkpoints" / "best" / "model_state.pdparams"))
                    for side in (old, new)]
@@ -36,7 +38,7 @@ def compare_runs(old: Path, new: Path) -> str:
                 if weights[0].keys() == weights[1].keys() else "parameter names differ")
         rows.append(f"| {run} | {_metrics(results[0]['test'])} | {_metrics(results[1]['test'])} | "
                     f"{results[0]['best_step']} / {results[1]['best_step']} | {diff} |")
-    for task in ("mr", "r8"):
+    for task in tasks:
         reports = [_verification(side, task) for side in (old, new)]
         rows.append(f"| {task} INT8 (verified export) | {_metrics(reports[0]['exported'])}, agreement "
                     f"{reports[0]['agreement']:.2f}%, max abs logit diff {reports[0]['max_abs_logit_diff']:.3f} | "

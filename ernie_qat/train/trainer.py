@@ -94,15 +94,7 @@ def fit(cfg: Config, plugins: Optional[Plugins] = None, resume: bool = False) ->
     out = Path(tc.output_dir)
     checkpoints = out / "checkpoints"
     last_dir, best_dir = checkpoints / "last", checkpoints / "best"
-    if not resume and (last_dir.exists() or any(checkpoints.glob(".last.*"))):
-        raise RunExistsError(f"`train.output_dir` {out} already holds a run: pass --resume to continue it, "
-                             "or choose another output_dir")
-    if topo.writes:
-        for name, copy in recover_checkpoints(checkpoints).items():
-            print(f"recovered checkpoint `{name}` from a save a crash interrupted ({copy.name})", file=sys.stderr)
-    if resume and not last_dir.exists():
-        print(f"--resume: no checkpoint in {checkpoints}: starting a fresh run", file=sys.stderr)
-        resume = False
+    resume = _resumable(checkpoints, resume, topo.writes)
 
     # ---- data, model (transforms in their declared order), plugins' set-up, optimizer
     paddle.seed(tc.seed)
@@ -290,6 +282,21 @@ def train_step(model, optimizer, batch: dict, plugins: Plugins, step: int) -> Tu
                           "`optimizer.step()`")
     optimizer.clear_grad()
     return float(losses[0]), {**first_logs, **{f"step/{key}": value for key, value in strategy_logs.items()}}
+
+
+def _resumable(checkpoints: Path, resume: bool, writes: bool) -> bool:
+    """Whether the run continues from `checkpoints/last`, after putting back checkpoints whose save a crash
+    interrupted (if this process `writes`). Raises RunExistsError for a run that `resume` does not ask for."""
+    if not resume and ((checkpoints / "last").exists() or any(checkpoints.glob(".last.*"))):
+        raise RunExistsError(f"`train.output_dir` {checkpoints.parent} already holds a run: pass --resume to "
+                             "continue it, or choose another output_dir")
+    if writes:
+        for name, copy in recover_checkpoints(checkpoints).items():
+            print(f"recovered checkpoint `{name}` from a save a crash interrupted ({copy.name})", file=sys.stderr)
+    if resume and not (checkpoints / "last").exists():
+        print(f"--resume: no checkpoint in {checkpoints}: starting a fresh run", file=sys.stderr)
+        return False
+    return resume
 
 
 def data_fingerprint(examples: Sequence[Example]) -> str:
