@@ -4,7 +4,7 @@
 # machine, and compares test metrics and the best checkpoints' weights.
 #
 #   bash experiments/regression.sh OLD_REV [WORKDIR]      # e.g. OLD_REV=d4564d6 (before issue 10)
-#   TASKS=mr bash experiments/regression.sh OLD_REV       # MR only: about 25 minutes
+#   TASKS=mr bash experiments/regression.sh OLD_REV       # MR only: about 40 minutes
 #
 # Each checkout trains with its own cache folder (compiled kernels are per source path) sharing the
 # fetched data and models. Runs resume, so an interrupted comparison continues. Takes about an hour
