@@ -4,7 +4,7 @@ Imported lazily by whoever needs the full tables (building a run's plugins, vali
 method names), so that importing a checkpoint or the contract does not import every method.
 """
 from ernie_qat.ptq import ocs, transform  # noqa: F401  (OCS structure; PTQ's fake-quant form)
-from ernie_qat.quant import qat  # noqa: F401  (QAT on PaddleSlim)
+from ernie_qat.quant import lowbit, qat  # noqa: F401  (low-bit quantizer layers; QAT on PaddleSlim)
 from ernie_qat.regularizers import kurtosis  # noqa: F401  (kurtosis loss term)
 from ernie_qat.models import taps  # noqa: F401  (training forward: outputs and interventions)
 from ernie_qat.train import fast_ops  # noqa: F401  (compiled CPU kernels of the training step)

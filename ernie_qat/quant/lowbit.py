@@ -1,0 +1,105 @@
+"""Low-bit quantizer layers for QAT: LSQ (learned step size), TWN ternary weights, dynamic max-abs activations.
+
+Selected by name through the quantizer registry (`quant.weight_quantizer`, `quant.activation_quantizer`):
+
+    lsq               v̂ = round(clip(v/s, -Qn, Qp))·s, signed, Qn = 2^(b-1), Qp = 2^(b-1) - 1 (Esser et al.
+                      2020). The step size s is a parameter (per tensor, or per output channel: a column of
+                      a Linear weight [in, out]); its gradient is scaled by g = 1/√(N·Qp), N = elements
+                      per step size; s₀ = 2·mean|v|/√Qp, from the weight, or from the first batch for
+                      activations. Rounding passes the gradient straight through inside the clip range.
+    ternary           TWN as TernaryBERT uses it: Δ = 0.7·mean|W|, α = mean of |W| over |W| > Δ,
+                      Ŵ = α·sign(W) where |W| > Δ, else 0 (per tensor, or per output channel); the
+                      gradient passes straight through (zero where |W| > 2.5, TernaryBERT's clip).
+    dynamic_absmax    TernaryBERT's activation quantizer: b-bit symmetric, per tensor, the scale from
+                      this batch's max|x|; straight-through gradient.
+
+Written for this stack: Paddle 2.6's and PaddleSlim 2.6's own LSQ quanters crash on their first
+forward or misplace per-channel scales (issue 12).
+"""
+import math
+
+import paddle
+from paddle import nn
+
+from ernie_qat.quant.quantizers import QuantizerSpec, register_quantizer
+
+TERNARY_THRESHOLD = 0.7  # Δ = 0.7·mean|W| (TWN)
+TERNARY_GRADIENT_CLIP = 2.5  # no gradient where |W| exceeds it (TernaryBERT)
+
+
+def straight_through(rounded: paddle.Tensor, value: paddle.Tensor) -> paddle.Tensor:
+    """`rounded`'s value with the gradient of `value`."""
+    return value + (rounded - value).detach()
+
+
+def scaled_gradient(value: paddle.Tensor, scale: float) -> paddle.Tensor:
+    """`value` itself, whose gradient is multiplied by `scale`."""
+    return value * scale + (value - value * scale).detach()
+
+
+def signed_levels(bits: int):
+    """(Qn, Qp) of a signed b-bit grid: -Qn..Qp."""
+    return 2 ** (bits - 1), 2 ** (bits - 1) - 1
+
+
+@register_quantizer("lsq")
+class LSQQuantizer(nn.Layer):
+    """Learned step-size quantization of a weight or an activation (see the module docstring)."""
+
+    def __init__(self, spec: QuantizerSpec, weight=None):
+        super().__init__()
+        self.qn, self.qp = signed_levels(spec.bits)
+        self.per_channel = spec.per_channel and spec.role == "weight"
+        channels = spec.shape[-1] if self.per_channel else 1
+        self.step = self.create_parameter([channels], default_initializer=nn.initializer.Constant(1.0))
+        self.register_buffer("initialized", paddle.to_tensor(False))
+        if weight is not None:
+            self._initialize(weight)
+
+    def _initialize(self, value: paddle.Tensor) -> None:
+        magnitude = value.abs().reshape([-1, self.step.shape[0]])  # [elements per step size, step sizes]
+        with paddle.no_grad():
+            self.step.set_value((2 * magnitude.mean(axis=0) / math.sqrt(self.qp)).clip(min=1e-8))
+            self.initialized.set_value(paddle.to_tensor(True))
+
+    def forward(self, value: paddle.Tensor) -> paddle.Tensor:
+        if not bool(self.initialized):
+            self._initialize(value.detach())
+        per_step = math.prod(value.shape) // self.step.shape[0]
+        step = scaled_gradient(self.step, 1.0 / math.sqrt(per_step * self.qp))
+        levels = paddle.clip(value / step, -self.qn, self.qp)
+        return straight_through(levels.round(), levels) * step
+
+
+@register_quantizer("ternary")
+class TernaryQuantizer(nn.Layer):
+    """TWN ternary weights (see the module docstring); `spec.bits` is ignored (three levels)."""
+
+    def __init__(self, spec: QuantizerSpec, weight=None):
+        super().__init__()
+        if spec.role != "weight":
+            raise ValueError("the ternary quantizer is for weights; use lsq or dynamic_absmax for activations")
+        self.per_channel = spec.per_channel
+
+    def forward(self, weight: paddle.Tensor) -> paddle.Tensor:
+        axis = 0 if self.per_channel else None  # per output channel: over the rows of a column of [in, out]
+        magnitude = weight.abs()
+        threshold = TERNARY_THRESHOLD * magnitude.mean(axis=axis, keepdim=True)
+        kept = (magnitude > threshold).astype(weight.dtype)
+        alpha = (magnitude * kept).sum(axis=axis, keepdim=True) / kept.sum(axis=axis, keepdim=True).clip(min=1.0)
+        ternary = (alpha * paddle.sign(weight) * kept).detach()
+        passing = (magnitude <= TERNARY_GRADIENT_CLIP).astype(weight.dtype)
+        return ternary + (weight - weight.detach()) * passing
+
+
+@register_quantizer("dynamic_absmax")
+class DynamicAbsMaxQuantizer(nn.Layer):
+    """Symmetric b-bit fake quantization with this tensor's max|x| as the range; straight-through gradient."""
+
+    def __init__(self, spec: QuantizerSpec, weight=None):
+        super().__init__()
+        self.qp = signed_levels(spec.bits)[1]
+
+    def forward(self, value: paddle.Tensor) -> paddle.Tensor:
+        scale = (value.abs().max() / self.qp).clip(min=1e-8).detach()
+        return straight_through((value / scale).round() * scale, value)

@@ -1,0 +1,124 @@
+"""Low-bit quantizer layers against their formulas: LSQ (values, step-size gradient, per-channel columns),
+TWN ternary weights, dynamic max-abs activations; and LSQ W4 trained through QAT's config on the tiny model."""
+import math
+
+import numpy as np
+import paddle
+import pytest
+
+from conftest import trained
+from ernie_qat.quant.lowbit import DynamicAbsMaxQuantizer, LSQQuantizer, TernaryQuantizer
+from ernie_qat.quant.quantizers import QuantizerSpec
+from ernie_qat.train.checkpoint import load_checkpoint
+
+
+def weight_spec(bits, shape, per_channel=False):
+    return QuantizerSpec(role="weight", bits=bits, per_channel=per_channel, shape=tuple(shape))
+
+
+def lsq_reference(v, s, qn, qp, upstream):
+    """(v̂, ∂L/∂s before the gradient scale, ∂L/∂v) of LSQ for one step size broadcast over v."""
+    q = v / s
+    clipped = np.clip(q, -qn, qp)
+    inside = (q > -qn) & (q < qp)
+    ds = np.where(q <= -qn, -qn, np.where(q >= qp, qp, np.round(q) - q))
+    return np.round(clipped) * s, ds * upstream, inside * upstream
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_lsq_per_tensor_matches_the_formulas(bits):
+    rng = np.random.default_rng(bits)
+    w = rng.normal(0, 0.05, size=(16, 8)).astype("float32")
+    upstream = rng.normal(size=w.shape).astype("float32")
+    qn, qp = 2 ** (bits - 1), 2 ** (bits - 1) - 1
+    weight = paddle.to_tensor(w, stop_gradient=False)
+    quantizer = LSQQuantizer(weight_spec(bits, w.shape), weight)
+    s = float(quantizer.step.numpy()[0])
+    assert s == pytest.approx(2 * np.abs(w).mean() / math.sqrt(qp), rel=1e-6)  # s₀
+    out = quantizer(weight)
+    (out * paddle.to_tensor(upstream)).sum().backward()
+    expected, ds, dv = lsq_reference(w, s, qn, qp, upstream)
+    np.testing.assert_allclose(out.numpy(), expected, rtol=1e-6, atol=1e-7)
+    g = 1 / math.sqrt(w.size * qp)
+    assert float(quantizer.step.grad.numpy()[0]) == pytest.approx(ds.sum() * g, rel=1e-4, abs=1e-7)
+    np.testing.assert_allclose(weight.grad.numpy(), dv, atol=1e-6)
+
+
+def test_lsq_per_channel_scales_are_columns_of_a_linear_weight():
+    rng = np.random.default_rng(0)
+    w = (rng.normal(size=(32, 4)) * np.array([0.01, 0.1, 1.0, 10.0])).astype("float32")  # [in, out]
+    weight = paddle.to_tensor(w, stop_gradient=False)
+    quantizer = LSQQuantizer(weight_spec(4, w.shape, per_channel=True), weight)
+    steps = quantizer.step.numpy()
+    np.testing.assert_allclose(steps, 2 * np.abs(w).mean(axis=0) / math.sqrt(7), rtol=1e-6)
+    out = quantizer(weight)
+    out.sum().backward()
+    for column in range(4):
+        expected, ds, _ = lsq_reference(w[:, column], steps[column], 8, 7, np.ones(32))
+        np.testing.assert_allclose(out.numpy()[:, column], expected, rtol=1e-6, atol=1e-7)
+        assert quantizer.step.grad.numpy()[column] == pytest.approx(ds.sum() / math.sqrt(32 * 7), rel=1e-4, abs=1e-7)
+
+
+def test_lsq_activation_initialises_from_its_first_batch_and_keeps_it():
+    quantizer = LSQQuantizer(QuantizerSpec(role="activation", bits=8), None)
+    first = paddle.to_tensor(np.linspace(-2, 2, 64, dtype="float32").reshape(4, 16))
+    quantizer(first)
+    s0 = 2 * float(first.abs().mean()) / math.sqrt(127)
+    assert float(quantizer.step.numpy()[0]) == pytest.approx(s0, rel=1e-6)
+    quantizer(first * 10)
+    assert float(quantizer.step.numpy()[0]) == pytest.approx(s0, rel=1e-6)
+    state = quantizer.state_dict()
+    again = LSQQuantizer(QuantizerSpec(role="activation", bits=8), None)
+    again.set_state_dict(state)
+    np.testing.assert_array_equal(again(first).numpy(), quantizer(first).numpy())
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_ternary_matches_twn(per_channel):
+    rng = np.random.default_rng(1)
+    w = rng.normal(0, 1.5, size=(24, 6)).astype("float32")
+    weight = paddle.to_tensor(w, stop_gradient=False)
+    out = TernaryQuantizer(weight_spec(2, w.shape, per_channel), weight)(weight)
+    (out * 3).sum().backward()
+    axis = 0 if per_channel else None
+    delta = 0.7 * np.abs(w).mean(axis=axis, keepdims=True)
+    kept = np.abs(w) > delta
+    alpha = (np.abs(w) * kept).sum(axis=axis, keepdims=True) / kept.sum(axis=axis, keepdims=True)
+    np.testing.assert_allclose(out.numpy(), alpha * np.sign(w) * kept, rtol=1e-6)
+    assert len(np.unique(np.round(out.numpy()[:, 0], 6))) <= 3
+    np.testing.assert_array_equal(weight.grad.numpy(), 3.0 * (np.abs(w) <= 2.5))
+
+
+def test_dynamic_absmax_is_symmetric_8bit_with_straight_through_gradient():
+    x = paddle.to_tensor(np.array([[-3.0, 0.01, 1.0, 2.5]], dtype="float32"), stop_gradient=False)
+    out = DynamicAbsMaxQuantizer(QuantizerSpec(role="activation", bits=8), None)(x)
+    out.sum().backward()
+    scale = 3.0 / 127
+    np.testing.assert_allclose(out.numpy(), np.round(x.numpy() / scale) * scale, rtol=1e-6)
+    np.testing.assert_array_equal(x.grad.numpy(), np.ones((1, 4)))
+
+
+def test_lsq_w4_qat_trains_its_step_sizes_and_reloads_exactly(toy_task, fp32_checkpoint):
+    checkpoint = trained(toy_task, "lsq", "quant.method=qat", "quant.weight_quantizer=lsq",
+                         "quant.activation_quantizer=lsq", "quant.weight_bits=4", "train.max_steps=8",
+                         f"model.name_or_path={fp32_checkpoint}", "train.learning_rate=1e-3")
+    model = load_checkpoint(checkpoint)[0]
+    quantizers = [layer for layer in model.sublayers() if isinstance(layer, LSQQuantizer)]
+    assert len(quantizers) == 2 * 12  # weight and input of the 6 encoder Linear layers of 2 layers
+    assert sum(q.qp == 7 for q in quantizers) == 12 and all(bool(q.initialized) for q in quantizers)
+    linear = model.net.ernie.encoder.layers[0].linear1
+    fresh = LSQQuantizer(weight_spec(4, linear.weight.shape), linear.weight)
+    assert not np.allclose(fresh.step.numpy(), linear._fake_quant_weight.step.numpy())  # trained away from s₀
+    ids = paddle.to_tensor([[2, 6, 7, 3]])
+    np.testing.assert_array_equal(model(ids, paddle.zeros_like(ids)).numpy(),
+                                  load_checkpoint(checkpoint)[0](ids, paddle.zeros_like(ids)).numpy())
+
+
+def test_ternary_qat_trains_and_its_weights_are_ternary(toy_task, fp32_checkpoint):
+    checkpoint = trained(toy_task, "twn", "quant.method=qat", "quant.weight_quantizer=ternary",
+                         "quant.activation_quantizer=dynamic_absmax", "quant.weight_bits=2", "train.max_steps=8",
+                         f"model.name_or_path={fp32_checkpoint}", "train.learning_rate=1e-3")
+    model = load_checkpoint(checkpoint)[0]
+    linear = model.net.ernie.encoder.layers[1].self_attn.q_proj
+    assert isinstance(linear._fake_quant_weight, TernaryQuantizer)
+    assert len(np.unique(linear._fake_quant_weight(linear.weight).numpy())) == 3
