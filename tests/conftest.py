@@ -1,5 +1,7 @@
 """Shared fixtures: a tiny vocabulary and a separable toy task for a tiny random ERNIE, and its FP32 run."""
 import random
+import resource
+import signal
 from pathlib import Path
 
 import pytest
@@ -71,3 +73,12 @@ def trained(toy_task, name: str, *overrides: str) -> Path:
 @pytest.fixture
 def fp32_checkpoint(toy_task) -> Path:
     return trained(toy_task, "fp32")
+
+
+def full_disk_at(size: int):
+    """A child-process set-up (`preexec_fn`) under which writing a file past `size` bytes fails with EFBIG,
+    as on a full disk (instead of SIGXFSZ killing the process)."""
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+    return limit

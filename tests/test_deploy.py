@@ -5,10 +5,8 @@ import json
 import math
 import operator
 import os
-import resource
 import runpy
 import shutil
-import signal
 import struct
 import subprocess
 import sys
@@ -19,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from paddle.base.proto.framework_pb2 import VarType
 
-from conftest import ROOT, make_toy_task, trained
+from conftest import ROOT, full_disk_at, make_toy_task, trained
 from ernie_qat.atomic import MANIFEST, DamagedFileError
 from ernie_qat.deploy import DeployError, Predictor
 from ernie_qat.export import export
@@ -265,17 +263,11 @@ def test_infer_checks_the_output_path_before_loading_the_model(tmp_path, monkeyp
     assert_one_error_line(result, f"cannot write `{regular / 'preds.jsonl'}`", "Not a directory")
 
 
-def limit_file_size():
-    """In the child: writes past 4 KB fail with EFBIG (instead of SIGXFSZ killing the process)."""
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
-
-
 def test_infer_failed_write_keeps_the_previous_output(deploy, tmp_path):
     output = tmp_path / "preds.jsonl"
     output.write_text('{"line": 1, "label": "pos"}\n')
     result = run_infer("--model", deploy, "--input", "-", "--output", output, stdin=b"the film was good\n" * 100,
-                       preexec_fn=limit_file_size)
+                       preexec_fn=full_disk_at(4096))
     assert_one_error_line(result, f"cannot write `{output}`", "File too large", "left as they were")
     assert output.read_text() == '{"line": 1, "label": "pos"}\n'
     assert os.listdir(tmp_path) == ["preds.jsonl"]

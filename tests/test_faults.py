@@ -6,7 +6,6 @@ logs every 3 steps and evaluates every 4, so a resumed run must also restore a h
 """
 import json
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -16,7 +15,7 @@ import numpy as np
 import paddle
 import pytest
 
-from conftest import ROOT, make_toy_task
+from conftest import ROOT, full_disk_at, make_toy_task
 from ernie_qat import faults
 from ernie_qat.atomic import DamagedFileError, is_complete
 from ernie_qat.config import load_config
@@ -53,12 +52,7 @@ def train(task, name, *overrides, fault=None, resume=False, file_size_limit=None
     if fault:
         env[faults.ENV] = fault
     return subprocess.run([str(a) for a in args] + (["--resume"] if resume else []), capture_output=True, text=True,
-                          env=env, timeout=600, preexec_fn=disk_of(file_size_limit) if file_size_limit else None)
-
-
-def disk_of(size: int):
-    """A child-process set-up under which writing a file past `size` bytes fails, as on a full disk."""
-    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+                          env=env, timeout=600, preexec_fn=full_disk_at(file_size_limit) if file_size_limit else None)
 
 
 def outcome(run_dir):
@@ -226,6 +220,6 @@ def test_full_disk_during_export_is_a_user_error(task, reference, tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "tools" / "export.py"), "--checkpoint",
                              str(task["dir"] / "reference" / "checkpoints" / "best"), "--output", str(output),
                              "--precision", "fp32"], capture_output=True, text=True, timeout=600,
-                            preexec_fn=disk_of(30_000))
+                            preexec_fn=full_disk_at(30_000))
     one_error_line(result, f"cannot write `{output}`", "File too large")
     assert list(tmp_path.iterdir()) == []

@@ -4,8 +4,9 @@ A checkpoint holds the PaddleNLP model files (config.json, model_state.pdparams)
 files, labels.json and the run's config.yaml; the `last` checkpoint also holds optimizer.pdopt
 (with the learning-rate schedule) and trainer_state.json. Folders are written whole or not at
 all, with a manifest of their files' sizes and checksums that loading checks (ernie_qat.atomic);
-after a crash inside a save, `recover_checkpoints` puts back the complete copy. Only the structural model transforms of the run's config are re-applied
-on load: training-only ones (forward taps, compiled kernels, a teacher) leave no trace here.
+after a crash inside a save, `recover_checkpoints` puts back the complete copy. Only the
+structural model transforms of the run's config are re-applied on load: training-only ones
+(forward taps, compiled kernels, a teacher) leave no trace here.
 """
 import json
 from pathlib import Path
@@ -79,7 +80,12 @@ def restore_training(folder: Path, model, optimizer) -> dict:
     model.load_weights(folder)
     structured = {v: k for k, v in _param_names(model).items()}
     optimizer.set_state_dict(_rename_params(read_paddle_file(folder / OPTIMIZER_FILE), structured))
-    return json.loads((folder / STATE_FILE).read_text())
+    return read_trainer_state(folder)
+
+
+def read_trainer_state(folder: Path) -> dict:
+    """The trainer state saved with a `last` checkpoint: step, best metric and step, data fingerprints, ..."""
+    return json.loads((Path(folder) / STATE_FILE).read_text())
 
 
 def _param_names(model) -> Dict[str, str]:

@@ -30,7 +30,7 @@ from paddlenlp.transformers import LinearDecayWithWarmup
 from tqdm import tqdm
 
 from ernie_qat import faults
-from ernie_qat.atomic import append_jsonl, read_jsonl, write_json, write_jsonl, writing
+from ernie_qat.atomic import append_jsonl, read_jsonl, write_json, write_jsonl
 from ernie_qat.config import Config, TrainConfig, load_config
 from ernie_qat.data.batching import collate, encode, train_batches
 from ernie_qat.data.loader import Example, LabelVocab
@@ -40,7 +40,7 @@ from ernie_qat.errors import UserError
 from ernie_qat.models.classifier import build_classifier
 from ernie_qat.models.taps import forward_outputs, taps_of
 from ernie_qat.plugins import build_plugins
-from ernie_qat.train.checkpoint import (STATE_FILE, load_checkpoint, recover_checkpoints, restore_training,
+from ernie_qat.train.checkpoint import (load_checkpoint, read_trainer_state, recover_checkpoints, restore_training,
                                         save_checkpoint)
 from ernie_qat.train.evaluate import evaluate
 from ernie_qat.train.hooks import ParamGroup, PluginError, Plugins
@@ -104,9 +104,7 @@ def fit(cfg: Config, plugins: Optional[Plugins] = None, resume: bool = False) ->
     if resume:
         _check_resumable(cfg, last_dir, labels, fingerprints)
     if topo.writes:
-        with writing(out):
-            out.mkdir(parents=True, exist_ok=True)
-        cfg.save(out / "config.yaml")
+        cfg.save(out / "config.yaml")  # creates the output folder
         print(cpu_settings(), file=sys.stderr)
     model, tokenizer = build_classifier(cfg.model, labels)
     model.net.ernie.embeddings.word_embeddings.weight.stop_gradient = tc.freeze_word_embeddings
@@ -180,7 +178,7 @@ def fit(cfg: Config, plugins: Optional[Plugins] = None, resume: bool = False) ->
                               "lr": optimizer.get_lr(), "examples_per_s": speed, **window["logs"]}
                     log(record)
                     progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", ex_s=f"{speed:.1f}")
-                    state["window"] = window = _empty_window()
+                    state["window"] = window = {**_empty_window(), "logs": window["logs"]}  # logs keep their latest values
                     window_start = time.time()
                 progress.update(1)
 
@@ -317,7 +315,7 @@ def _check_resumable(cfg: Config, last_dir: Path, labels: LabelVocab, fingerprin
     saved_labels = LabelVocab.load(last_dir).labels
     if saved_labels != labels.labels:
         changed.append(f"labels: {saved_labels} -> {labels.labels}")
-    saved_data = json.loads((last_dir / STATE_FILE).read_text()).get("data", {})
+    saved_data = read_trainer_state(last_dir).get("data", {})
     changed += [f"data: the {name} split's examples differ" for name, fingerprint in fingerprints.items()
                 if name in saved_data and saved_data[name] != fingerprint]
     if changed:
@@ -346,7 +344,7 @@ def _check_finite(model, loss: paddle.Tensor) -> None:
 def _diverged(cause: NonFiniteError, step: int, last_dir: Path) -> NonFiniteError:
     """The error that stops a diverged run: what, at which step, and the checkpoint to go back to."""
     if last_dir.exists():
-        saved = json.loads((last_dir / STATE_FILE).read_text())["step"]
+        saved = read_trainer_state(last_dir)["step"]
         back = f"the last good checkpoint, {last_dir} (step {saved}), is intact: --resume continues from it"
     else:
         back = "no checkpoint was saved before"
