@@ -149,7 +149,24 @@ class RegularizerConfig:
 
 @dataclass
 class DistillConfig:
-    """Distillation from an FP32 teacher."""
+    """Knowledge distillation from a frozen FP32 teacher and Teacher Intervention (ernie_qat.distill).
+
+    Each loss weight switches its term on (> 0) or off (0). Per-layer terms sum over the student's
+    layers, each an MSE averaged over the real (not padded) tokens, as TernaryBERT sums them.
+    """
+    teacher: str = ""                   # a fine-tuned checkpoint folder; "" = no distillation
+    logits_weight: float = param(1.0, low=0.0)        # KL(teacher ‖ student) of the softened class distributions
+    temperature: float = param(1.0, low=0.0, low_open=True)
+    hidden_weight: float = param(1.0, low=0.0)        # MSE of the L + 1 hidden states (embeddings included)
+    attention_score_weight: float = param(1.0, low=0.0)   # MSE of pre-softmax scores, padded keys and queries excluded
+    attention_output_weight: float = param(0.0, low=0.0)  # MSE of the attention blocks' outputs (out_proj)
+    ground_truth_weight: float = param(1.0, low=0.0)  # cross-entropy with the labels; 0 = off (needs a teacher)
+    layer_map: str = ""                 # teacher layer of student layers 1..L, e.g. "2,4,6"; "" = uniform
+    intervention: str = param("none", choices=("none", "scheduled", "stochastic"))  # Teacher Intervention
+    intervention_steps: int = param(60, low=1)        # s: TI's first step; plain distillation follows
+    intervention_schedule: str = "oi,ci,mi,mi,mi,mi"  # equal shares of s in order (gradual TI); kinds: oi, ci, mi
+    intervention_layers: str = ""       # student encoder layers intervened, 0-based, e.g. "0,1"; "" = all
+    intervention_warmup_ratio: float = param(0.1, low=0.0, high=1.0)  # warm-up of step 1's own schedule
 
 
 @dataclass
@@ -330,3 +347,10 @@ def _check_consistency(cfg: Config, source: str) -> None:
         raise ConfigError(f"{source}: `model.random.vocab_file` is required when `model.name_or_path` is `random`")
     if not cfg.data.dataset and not cfg.data.train_file:
         raise ConfigError(f"{source}: set `data.dataset` (a built-in dataset) or `data.train_file`")
+    distill = cfg.distill
+    if not distill.teacher:
+        if distill.ground_truth_weight == 0:
+            raise ConfigError(f"{source}: `distill.ground_truth_weight` is 0 and there is no `distill.teacher`: "
+                              "nothing would be trained")
+        if distill.intervention != "none":
+            raise ConfigError(f"{source}: `distill.intervention` needs a `distill.teacher`")

@@ -3,6 +3,7 @@
 Imported lazily by whoever needs the full tables (building a run's plugins, validating a config's
 method names), so that importing a checkpoint or the contract does not import every method.
 """
+from ernie_qat.distill import intervention, losses, teacher  # noqa: F401  (distillation, Teacher Intervention)
 from ernie_qat.ptq import ocs, transform  # noqa: F401  (OCS structure; PTQ's fake-quant form)
 from ernie_qat.quant import lowbit, qat  # noqa: F401  (low-bit quantizer layers; QAT on PaddleSlim)
 from ernie_qat.regularizers import kurtosis  # noqa: F401  (kurtosis loss term)

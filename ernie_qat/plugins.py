@@ -7,7 +7,8 @@ from ernie_qat.train.hooks import (INTERVENTIONS, LOSS_TERMS, STEP_STRATEGIES, S
 
 def _built(registry, cfg) -> list:
     import ernie_qat.methods  # noqa: F401  (fills the registries)
-    return [plugin for plugin in (build(cfg) for build in registry.values()) if plugin is not None]
+    built = [build(cfg) for build in registry.values()]
+    return [plugin for item in built if item is not None for plugin in (item if isinstance(item, list) else [item])]
 
 
 def build_transforms(cfg, role: str = STRUCTURAL) -> List[ModelTransform]:
@@ -26,7 +27,7 @@ def build_plugins(cfg) -> Plugins:
         raise PluginError(f"more than one optimizer-step strategy enabled: {[s.name for s in strategies]}; "
                           "choose one")
     plugins = Plugins(transforms=_built(TRANSFORMS, cfg), loss_terms=_built(LOSS_TERMS, cfg),
-                      interventions=_built(INTERVENTIONS, cfg))
+                      interventions=_built(INTERVENTIONS, cfg), ground_truth_weight=cfg.distill.ground_truth_weight)
     if strategies:
         plugins.step_strategy = strategies[0]
     return plugins

@@ -4,8 +4,10 @@
 each self-attention becomes `Attention` (the same computation as Paddle's `MultiHeadAttention`,
 same sublayer and parameter names, with the points in the middle of it), and forward post-hooks
 on the embeddings and the encoder layers expose the hidden states. At every point the forward
-calls `Taps`, which (1) hands the tensor to the interventions active at this step, continuing
-with their result as a fresh leaf, and (2) records it if a loss term asked for it. With nothing
+calls `Taps`, which (1) records the student's own tensor if a loss term asked for it, and (2)
+hands it to the interventions active at this step, continuing with their result as a fresh
+leaf. A teacher (ernie_qat.distill.teacher) leaves its `Outputs` on this step's batch in
+`taps.teacher`, where loss terms and interventions read them. With nothing
 asked and no intervention active, a point is a dictionary lookup: the numbers are the ones of
 Paddle's forward, op for op. `forward_outputs(model, batch, needs)` runs the model and returns
 the `Outputs` record; export keeps the logits-only `TextClassifier.forward`.
@@ -22,14 +24,16 @@ from ernie_qat.train.parallel import unwrap
 
 # Points of encoder layer i (hidden: i = 0 embeddings, i = k output of layer k - 1).
 POINTS = ("hidden",               # [B, L, H] hidden state
-          "attention.input",      # [B, L, H] input of the Q/K/V projections
+          "attention.qk_input",   # [B, L, H] input of the Q and K projections
+          "attention.v_input",    # [B, L, H] input of the V projection
           "attention.scores",     # [B, heads, L, L] q·kᵀ/√d, before the padding mask
           "attention.probs",      # [B, heads, L, L] softmax of the masked scores, before dropout
           "attention.context",    # [B, L, H] heads merged: the input of out_proj
           "attention.output")     # [B, L, H] output of out_proj, the attention block's output
 # Outputs field -> the point it records.
 OUTPUT_POINTS = {"hidden_states": "hidden", "attention_scores": "attention.scores",
-                 "attention_probs": "attention.probs", "attention_outputs": "attention.output"}
+                 "attention_probs": "attention.probs", "attention_contexts": "attention.context",
+                 "attention_outputs": "attention.output"}
 
 
 @dataclass
@@ -40,6 +44,7 @@ class Outputs:
     hidden_states: Optional[List[paddle.Tensor]] = None
     attention_scores: Optional[List[paddle.Tensor]] = None
     attention_probs: Optional[List[paddle.Tensor]] = None
+    attention_contexts: Optional[List[paddle.Tensor]] = None
     attention_outputs: Optional[List[paddle.Tensor]] = None
 
 
@@ -55,20 +60,21 @@ def fresh_leaf(tensor: paddle.Tensor) -> paddle.Tensor:
 
 
 class Taps:
-    """The points' dispatcher: interventions first, then recording; `session` scopes one forward."""
+    """The points' dispatcher: recording first, then interventions; `session` scopes one forward."""
 
     def __init__(self, num_layers: int):
         self.num_layers = num_layers
         self.interventions: List[Intervention] = []
+        self.teacher: Optional[Outputs] = None  # the teacher's outputs on this step's batch, per student layer
         self._active: List[Intervention] = []
         self._recording: Dict[str, Dict[int, paddle.Tensor]] = {}
 
     def __call__(self, point: str, layer: int, tensor: paddle.Tensor) -> paddle.Tensor:
+        if point in self._recording:
+            self._recording[point][layer] = tensor
         for intervention in self._active:
             if intervention.point == point and (intervention.layers is None or layer in intervention.layers):
                 tensor = fresh_leaf(intervention.replace(tensor, layer))
-        if point in self._recording:
-            self._recording[point][layer] = tensor
         return tensor
 
     @contextlib.contextmanager
@@ -112,8 +118,8 @@ class Attention(nn.Layer):
         if cache is not None or (key is not None and key is not query):
             raise NotImplementedError("Attention taps support the encoder's self-attention only")
         tap, layer = self.taps, self.layer
-        x = tap("attention.input", layer, query)
-        q, k, v = self._split_heads(self.q_proj(x)), self._split_heads(self.k_proj(x)), self._split_heads(self.v_proj(x))
+        x, x_v = tap("attention.qk_input", layer, query), tap("attention.v_input", layer, query)
+        q, k, v = self._split_heads(self.q_proj(x)), self._split_heads(self.k_proj(x)), self._split_heads(self.v_proj(x_v))
         scores = tap("attention.scores", layer, paddle.matmul(q * (self.head_dim ** -0.5), k, transpose_y=True))
         if attn_mask is not None:
             scores = scores + attn_mask

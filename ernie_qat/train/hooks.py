@@ -13,10 +13,12 @@
 
 All are `Plugin`s: optional `setup(model)` once before training (before a resume restores later
 weights), `on_batch(model, batch, step)` once per step before the forward (a teacher runs there),
-`on_evaluate(model, step, metrics)` after each evaluation, and `param_groups(model)` for parameters
-that need their own optimizer treatment (a quantizer's step sizes: no weight decay).
+`on_evaluate(model, step, metrics)` after each evaluation, `param_groups(model)` for parameters
+that need their own optimizer treatment (a quantizer's step sizes: no weight decay), and
+`schedule_restarts(total_steps)` for a method in stages whose later stage starts its learning-rate
+schedule over (Teacher Intervention's second step).
 
-Each kind has one registry of builders `Config -> plugin | None`; a builder registered with a
+Each kind has one registry of builders `Config -> plugin | [plugins] | None`; a builder registered with a
 `section` makes its name a valid value of `<section>.method` (ernie_qat.config takes the allowed
 names from here). Method modules register themselves; `ernie_qat.methods` imports them all, and
 this module imports no method, so loading a checkpoint never imports every method.
@@ -62,6 +64,11 @@ class Plugin:
         """Parameters needing their own optimizer settings; the rest keep the defaults."""
         return []
 
+    def schedule_restarts(self, total_steps: int) -> Dict[int, float]:
+        """{step: warm-up ratio}: at each step the learning-rate schedule starts over (warm-up over that
+        share of the stage, then linear decay to the next restart or the end)."""
+        return {}
+
 
 class ModelTransform(Plugin):
     """Rewrites the model: `prepare` before training or on reload, `convert` at export."""
@@ -97,8 +104,9 @@ class Intervention(Plugin):
 
     `replace(tensor, layer)` gets the student's tensor and returns the one the forward goes on
     with; the forward receives it as a fresh leaf (detached), so no gradient reaches what it
-    replaced. Returning `tensor` itself detaches it (for example the Q/K/V inputs, point
-    `attention.input`). Points: ernie_qat.models.taps.POINTS.
+    replaced. Returning `tensor` itself detaches it (for example the Q/K or V inputs, points
+    `attention.qk_input`, `attention.v_input`). Loss terms still see the student's own tensor.
+    Points: ernie_qat.models.taps.POINTS.
     """
     point = "attention.output"
     layers: Optional[Sequence[int]] = None
@@ -123,11 +131,13 @@ class StepStrategy(Plugin):
 
 @dataclass
 class Plugins:
-    """What one run uses: transforms (in their declared order), loss terms, interventions, one step strategy."""
+    """What one run uses: transforms (in their declared order), loss terms, interventions, one step
+    strategy, and the weight of the ground-truth cross-entropy (0: the loss terms alone)."""
     transforms: List[ModelTransform] = field(default_factory=list)
     loss_terms: List[LossTerm] = field(default_factory=list)
     interventions: List[Intervention] = field(default_factory=list)
     step_strategy: StepStrategy = field(default_factory=StepStrategy)
+    ground_truth_weight: float = 1.0
 
     def ordered_transforms(self) -> List[ModelTransform]:
         """The transforms in the order they apply: structural first, then by declared `order`."""

@@ -106,21 +106,16 @@ def fit(cfg: Config, plugins: Optional[Plugins] = None, resume: bool = False) ->
     if topo.writes:
         cfg.save(out / "config.yaml")  # creates the output folder
         print(cpu_settings(), file=sys.stderr)
-    model, tokenizer = build_classifier(cfg.model, labels)
-    model.net.ernie.embeddings.word_embeddings.weight.stop_gradient = tc.freeze_word_embeddings
-    for transform in plugins.ordered_transforms():
-        model = transform.prepare(model)
-    if plugins.interventions:
-        taps_of(model).interventions = plugins.interventions
-    for plugin in plugins.all():
-        plugin.setup(model)
+    model, tokenizer = build_student(cfg, plugins, labels)
     data = {name: encode(examples, tokenizer, cfg.data.max_seq_len, labels) for name, examples in splits.items()}
     lengths = [len(x.input_ids) for x in data["train"]]
     steps_per_epoch = math.ceil(len(lengths) / tc.batch_size)
     total_steps = tc.max_steps or tc.epochs * steps_per_epoch
     eval_every = tc.eval_every or steps_per_epoch
     optimizer, schedule = make_optimizer(model, tc, total_steps,
-                                         [g for plugin in plugins.all() for g in plugin.param_groups(model)])
+                                         [g for plugin in plugins.all() for g in plugin.param_groups(model)],
+                                         {k: v for plugin in plugins.all()
+                                          for k, v in plugin.schedule_restarts(total_steps).items()})
     state = {"step": 0, "best_metric": None, "best_step": None, "train_seconds": 0.0, "data": fingerprints}
     if resume:
         state = restore_training(last_dir, model, optimizer)
@@ -219,10 +214,26 @@ def fit(cfg: Config, plugins: Optional[Plugins] = None, resume: bool = False) ->
     return results
 
 
-def make_optimizer(model, tc: TrainConfig, total_steps: int, groups: Sequence[ParamGroup] = ()):
+def build_student(cfg: Config, plugins: Plugins, labels: LabelVocab):
+    """(the model to train, its tokenizer): the classifier with every transform applied in order, the
+    interventions installed and each plugin's `setup` done."""
+    model, tokenizer = build_classifier(cfg.model, labels)
+    model.net.ernie.embeddings.word_embeddings.weight.stop_gradient = cfg.train.freeze_word_embeddings
+    for transform in plugins.ordered_transforms():
+        model = transform.prepare(model)
+    if plugins.interventions:
+        taps_of(model).interventions = plugins.interventions
+    for plugin in plugins.all():
+        plugin.setup(model)
+    return model, tokenizer
+
+
+def make_optimizer(model, tc: TrainConfig, total_steps: int, groups: Sequence[ParamGroup] = (),
+                   restarts: Optional[Dict[int, float]] = None):
     """(AdamW, its schedule): linear warm-up and decay, global-norm clipping; no decay on biases, norms and
-    the parameters of groups that ask for none; a group's `lr_scale` multiplies the scheduled rate."""
-    schedule = LinearDecayWithWarmup(tc.learning_rate, total_steps, tc.warmup_ratio)
+    the parameters of groups that ask for none; a group's `lr_scale` multiplies the scheduled rate.
+    `restarts` {step: warm-up ratio} starts the schedule over at those steps (`staged_schedule`)."""
+    schedule = staged_schedule(tc.learning_rate, total_steps, {0: tc.warmup_ratio, **(restarts or {})})
     no_decay = {p.name for n, p in model.named_parameters() if "bias" in n or "norm" in n}
     for group in groups:
         for param in group.params:
@@ -235,12 +246,31 @@ def make_optimizer(model, tc: TrainConfig, total_steps: int, groups: Sequence[Pa
         grad_clip=paddle.nn.ClipGradByGlobalNorm(tc.max_grad_norm) if tc.max_grad_norm > 0 else None), schedule
 
 
+def staged_schedule(learning_rate: float, total_steps: int, stages: Dict[int, float]):
+    """Linear warm-up then linear decay to 0, within each stage: `stages` maps each stage's first step
+    to its warm-up ratio. One stage starting at 0 is PaddleNLP's LinearDecayWithWarmup itself."""
+    if set(stages) == {0}:
+        return LinearDecayWithWarmup(learning_rate, total_steps, stages[0])
+    starts = sorted(s for s in stages if 0 <= s < total_steps)
+    ends = starts[1:] + [total_steps]
+
+    def factor(step: int) -> float:
+        start, end = next((a, b) for a, b in zip(reversed(starts), reversed(ends)) if step >= a)
+        local, length = step - start, end - start
+        warmup = math.floor(stages[start] * length)
+        if local < warmup:
+            return local / max(1, warmup)
+        return max(0.0, (length - local) / max(1, length - warmup))
+
+    return paddle.optimizer.lr.LambdaDecay(learning_rate, factor)
+
+
 def train_step(model, optimizer, batch: dict, plugins: Plugins, step: int) -> Tuple[float, Dict[str, float]]:
     """One optimizer step on `batch` (input_ids, token_type_ids [B, L], labels [B] tensors).
 
     Plugins' `on_batch` run first; then the step strategy calls the closure, which runs the
-    forward (interventions of `step` apply; the outputs loss terms need are recorded),
-    cross-entropy plus the loss terms, and backward.
+    forward (interventions of `step` apply; the outputs loss terms need are recorded), the
+    weighted cross-entropy with the labels (unless its weight is 0) plus the loss terms, and backward.
 
     Returns:
         (loss of the first closure call, logs: loss terms' values of the first call as
@@ -257,11 +287,14 @@ def train_step(model, optimizer, batch: dict, plugins: Plugins, step: int) -> Tu
 
     def closure() -> paddle.Tensor:
         outputs = forward_outputs(model, batch, plugins.needs, step)
-        loss = F.cross_entropy(outputs.logits, batch["labels"])
-        logs = {}
+        loss, logs = None, {}
+        if plugins.ground_truth_weight:
+            loss = F.cross_entropy(outputs.logits, batch["labels"])
+            if plugins.ground_truth_weight != 1:
+                loss = plugins.ground_truth_weight * loss
         for term in plugins.loss_terms:
             extra, term_logs = term(model, outputs, batch, step)
-            loss = loss + extra
+            loss = extra if loss is None else loss + extra
             logs.update({f"loss/{term.name}/{key}": value for key, value in term_logs.items()})
         loss.backward()
         faults.reach("train.backward")

@@ -1,0 +1,115 @@
+"""Teacher Intervention (Kim et al., EACL 2023): the teacher's signal replaces the quantized student's.
+
+While TI's first step runs (`distill.intervention_steps` = s optimizer steps), each intervened
+encoder layer of the student goes on with one of the teacher's attention signals instead of its own:
+
+    mi   attention probabilities (softmax, before dropout)   the Q and K inputs detached
+    ci   attention context, the input of out_proj           the Q, K and V inputs detached
+    oi   attention block's output (out_proj, before dropout, residual and LayerNorm); Q, K, V detached
+
+The residual path keeps its gradient, and loss terms still see the student's own tensors (the
+taps record before they replace). `distill.intervention_schedule` gives each listed kind an
+equal share of s in order: the default "oi,ci,mi,mi,mi,mi" is the paper's gradual TI (OI for
+s/6, CI until s/3, MI for the rest); "mi" alone intervenes MI throughout. The `stochastic`
+variant draws one of the listed kinds per step. After s steps comes TI's second step, plain
+distillation for the rest of the budget, so a TI run takes as many steps as a plain KD run.
+Step 1 has its own learning-rate schedule (warm-up `distill.intervention_warmup_ratio`, decay to
+0 at s), step 2 starts over with `train.warmup_ratio`, as the reference code's two runs do.
+Evaluation runs the student alone: no intervention applies outside the training forward.
+"""
+import random
+from typing import Dict, List, Optional
+
+from ernie_qat.config import ConfigError, DistillConfig
+from ernie_qat.models.taps import taps_of
+from ernie_qat.train.hooks import INTERVENTIONS, Intervention
+
+# kind -> (the teacher's Outputs field, the point it replaces, the points it detaches)
+KINDS = {
+    "mi": ("attention_probs", "attention.probs", ("attention.qk_input",)),
+    "ci": ("attention_contexts", "attention.context", ("attention.qk_input", "attention.v_input")),
+    "oi": ("attention_outputs", "attention.output", ("attention.qk_input", "attention.v_input")),
+}
+
+
+class Schedule:
+    """Which kind of intervention acts at a step (None: none, from step s on)."""
+
+    def __init__(self, cfg: DistillConfig, seed: int):
+        self.kinds = [kind.strip() for kind in cfg.intervention_schedule.split(",")]
+        unknown = [kind for kind in self.kinds if kind not in KINDS]
+        if unknown:
+            raise ConfigError(f"`distill.intervention_schedule` {cfg.intervention_schedule!r}: unknown kinds "
+                              f"{unknown}; expected a comma-separated list of {', '.join(KINDS)}")
+        self.steps, self.stochastic, self.seed = cfg.intervention_steps, cfg.intervention == "stochastic", seed
+
+    def kind_at(self, step: int) -> Optional[str]:
+        if step >= self.steps:
+            return None
+        if self.stochastic:
+            return random.Random(self.seed * 1_000_003 + step).choice(sorted(set(self.kinds)))
+        return self.kinds[step * len(self.kinds) // self.steps]
+
+
+class TeacherIntervention(Intervention):
+    """One point of TI: the teacher's tensor replaces the student's (`field` set) or the student's is
+    detached, in the layers listed, at the steps where the schedule's kind is one of `kinds`."""
+
+    def __init__(self, point: str, kinds: List[str], field: Optional[str], schedule: Schedule,
+                 layers: Optional[List[int]], stages: Dict[int, float]):
+        self.name = f"ti:{point}"
+        self.point, self.kinds, self.field, self.schedule = point, kinds, field, schedule
+        self.layers, self.stages = layers, stages
+        self.taps = None
+
+    def setup(self, model) -> None:
+        self.taps = taps_of(model)
+        if self.layers is not None and not all(0 <= i < self.taps.num_layers for i in self.layers):
+            raise ConfigError(f"`distill.intervention_layers` {self.layers}: the student's encoder layers are "
+                              f"0..{self.taps.num_layers - 1}")
+
+    def active(self, step: int) -> bool:
+        return self.schedule.kind_at(step) in self.kinds
+
+    def replace(self, tensor, layer: int):
+        return tensor if self.field is None else getattr(self.taps.teacher, self.field)[layer]
+
+    def schedule_restarts(self, total_steps: int) -> Dict[int, float]:
+        return self.stages  # every TI point reports the same two stages
+
+
+def _layers(text: str) -> Optional[List[int]]:
+    if not text.strip():
+        return None
+    try:
+        return [int(item) for item in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"`distill.intervention_layers`: expected comma-separated layer numbers, got {text!r}") \
+            from None
+
+
+@INTERVENTIONS.register("teacher_intervention")
+def build_teacher_intervention(cfg) -> Optional[List[TeacherIntervention]]:
+    distill = cfg.distill
+    if distill.intervention == "none":
+        return None
+    schedule = Schedule(distill, cfg.train.seed)
+    layers = _layers(distill.intervention_layers)
+    stages = {0: distill.intervention_warmup_ratio, distill.intervention_steps: cfg.train.warmup_ratio}
+    used = set(schedule.kinds)
+    points = {}  # point -> (kinds acting on it, teacher field or None)
+    for kind in KINDS:
+        field, replaced, detached = KINDS[kind]
+        if kind in used:
+            points.setdefault(replaced, ([], field))[0].append(kind)
+            for point in detached:
+                points.setdefault(point, ([], None))[0].append(kind)
+    return [TeacherIntervention(point, kinds, field, schedule, layers, stages)
+            for point, (kinds, field) in points.items()]
+
+
+def teacher_fields(cfg: DistillConfig) -> set:
+    """The teacher outputs the configured intervention replaces the student's with."""
+    if cfg.intervention == "none":
+        return set()
+    return {KINDS[kind.strip()][0] for kind in cfg.intervention_schedule.split(",") if kind.strip() in KINDS}

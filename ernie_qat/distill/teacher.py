@@ -1,0 +1,96 @@
+"""The frozen teacher of knowledge distillation: a training-only model transform.
+
+`Teacher` loads a fine-tuned checkpoint, gives it forward taps, and runs it once per step, in
+evaluation mode (no dropout) and without gradients, on the student's batch (`on_batch`). It
+leaves its `Outputs`, mapped onto the student's layers, in the student's `taps.teacher`: entry
+i of each per-layer list is the teacher's tensor for student layer i (hidden_states: entry 0
+is the embeddings). Loss terms (ernie_qat.distill.losses) and Teacher Intervention
+(ernie_qat.distill.intervention) read them there. Nothing of the teacher is saved or exported.
+"""
+from pathlib import Path
+from typing import FrozenSet, List
+
+import paddle
+
+from ernie_qat.config import ConfigError, DistillConfig
+from ernie_qat.distill.intervention import teacher_fields
+from ernie_qat.distill.losses import DistillationLoss
+from ernie_qat.models.taps import Outputs, TapsTransform, forward_outputs, taps_of
+from ernie_qat.train.hooks import TRAINING, TRANSFORMS, ModelTransform, PluginError
+
+
+def uniform_layer_map(student_layers: int, teacher_layers: int) -> List[int]:
+    """Teacher layer (1-based) for student layers 1..L: layer j takes teacher layer ⌈j·L_t/L_s⌉, so the
+    last layers match (TinyBERT's uniform map when L_t is a multiple of L_s)."""
+    return [-(-j * teacher_layers // student_layers) for j in range(1, student_layers + 1)]
+
+
+def parse_layer_map(text: str, student_layers: int, teacher_layers: int) -> List[int]:
+    """`distill.layer_map` ("" = uniform) as a list of teacher layers (1-based) for student layers 1..L."""
+    if not text.strip():
+        return uniform_layer_map(student_layers, teacher_layers)
+    try:
+        layers = [int(item) for item in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"`distill.layer_map`: expected comma-separated teacher layer numbers, got {text!r}") from None
+    if len(layers) != student_layers or not all(1 <= layer <= teacher_layers for layer in layers):
+        raise ConfigError(f"`distill.layer_map` {text!r}: expected {student_layers} teacher layers (one per student "
+                          f"layer), each in 1..{teacher_layers}")
+    return layers
+
+
+class Teacher(ModelTransform):
+    """Training-only: runs the teacher on each batch and puts its outputs in the student's `taps.teacher`."""
+    name, role, order = "teacher", TRAINING, 90  # after the forward taps (80)
+
+    def __init__(self, cfg: DistillConfig, needs: FrozenSet[str]):
+        self.cfg, self.needs = cfg, needs
+        self.model = None
+        self.layer_map: List[int] = []
+
+    def prepare(self, model):
+        from ernie_qat.train.checkpoint import load_checkpoint  # the checkpoint module imports the plugin registries
+        folder = Path(self.cfg.teacher).expanduser()
+        teacher = TapsTransform().prepare(load_checkpoint(folder)[0])
+        teacher.eval()
+        for param in teacher.parameters():
+            param.stop_gradient = True
+        self._check_compatible(teacher.net.config, model.net.config, folder)
+        self.layer_map = parse_layer_map(self.cfg.layer_map, model.net.config.num_hidden_layers,
+                                         teacher.net.config.num_hidden_layers)
+        self.model = teacher
+        return model
+
+    def _check_compatible(self, teacher, student, folder: Path) -> None:
+        needed = {"vocab_size": "vocabulary", "num_labels": "classes"}
+        if self.needs - {"attention_probs"}:
+            needed["hidden_size"] = "hidden size"
+        if self.needs & {"attention_scores", "attention_probs"}:
+            needed["num_attention_heads"] = "attention heads"
+        differ = [f"{what}: teacher {getattr(teacher, key)}, student {getattr(student, key)}"
+                  for key, what in needed.items() if getattr(teacher, key) != getattr(student, key)]
+        if differ:
+            raise PluginError(f"`distill.teacher` {folder} cannot teach this student: " + "; ".join(differ))
+
+    def on_batch(self, model, batch: dict, step: int) -> None:
+        with paddle.no_grad():
+            outputs = forward_outputs(self.model, batch, self.needs)
+        taps_of(model).teacher = self.mapped(outputs)
+
+    def mapped(self, outputs: Outputs) -> Outputs:
+        """The teacher's outputs indexed by student layer (see the module docstring)."""
+        picked = {"logits": outputs.logits}
+        for name in self.needs:
+            layers = getattr(outputs, name)
+            if name == "hidden_states":
+                picked[name] = [layers[0]] + [layers[t] for t in self.layer_map]
+            else:
+                picked[name] = [layers[t - 1] for t in self.layer_map]
+        return Outputs(**picked)
+
+
+@TRANSFORMS.register("teacher")
+def build_teacher(cfg) -> "Teacher | None":
+    if not cfg.distill.teacher:
+        return None
+    return Teacher(cfg.distill, DistillationLoss(cfg.distill).needs | teacher_fields(cfg.distill))
