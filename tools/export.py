@@ -1,12 +1,12 @@
 """Export a checkpoint as a Paddle Inference deployment folder, optionally verified on labelled data.
 
     python tools/export.py --checkpoint runs/r8_minilm_qat/checkpoints/best --output deploy/r8_int8 \
-        [--precision int8|fp32] [--verify DATA_FILE|r8:test]
+        [--precision int8|fp32] [--verify DATA_FILE|r8:test [--report FILE.json]]
 
 --verify runs the exported model (oneDNN, INT8 if exported so) and the trained dygraph model on
 the data before the folder takes the output's name, and exits 1 without writing it if their
 argmax agrees on fewer than 99% of examples, accuracy drops by more than 0.5 points, or either
-model outputs NaN or infinity.
+model outputs NaN or infinity. --report writes the verification's numbers as JSON, passed or not.
 """
 import argparse
 import json
@@ -23,11 +23,17 @@ def main() -> None:
                                                          "to check the export on")
     parser.add_argument("--threads", type=cli.positive_int, help="predictor threads for --verify "
                                                                  "(default: usable cores)")
+    parser.add_argument("--report", metavar="FILE", help="with --verify: write its numbers here as JSON")
     args = parser.parse_args()
+    if args.report and not args.verify:
+        parser.error("--report needs --verify")
+    from ernie_qat.atomic import write_json
     from ernie_qat.export import export, verified
 
     def show(report) -> None:
         print(json.dumps(report.summary(), indent=1))
+        if args.report:
+            write_json(args.report, report.summary())
 
     folder = export(args.checkpoint, args.output, args.precision,
                     check=verified(args.verify, args.threads, show) if args.verify else None)

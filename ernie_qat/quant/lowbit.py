@@ -13,10 +13,18 @@ Selected by name through the quantizer registry (`quant.weight_quantizer`, `quan
     dynamic_absmax    TernaryBERT's activation quantizer: b-bit symmetric, per tensor, the scale from
                       this batch's max|x|; straight-through gradient.
 
+Per-tensor lsq and ternary weights lie on an 8-bit grid and export to oneDNN INT8 (`int8_weight`,
+ernie_qat.quant.quantizers): k·s is the int8 k with range 127·s (at 8 bits k = -128 clips to -127),
+and ±α/0 the int8 ±1/0 with range 127·α. (±127 with range α is as exact on paper, but oneDNN's int8
+kernels without VNNI add u8·s8 products in pairs into saturating int16, 2·255·127 > 2^15: on AVX2
+that moved the tiny test model's logits by 19% of their maximum, ±1 by 8e-6.) Per-channel weights
+do not export (Paddle 2.6's per-channel fc scales, ernie_qat.quant.onednn).
+
 Written for this stack: Paddle 2.6's and PaddleSlim 2.6's own LSQ quanters crash on their first
 forward or misplace per-channel scales (issue 12).
 """
 import math
+from typing import Tuple
 
 import paddle
 from paddle import nn
@@ -70,6 +78,13 @@ class LSQQuantizer(nn.Layer):
         levels = paddle.clip(value / step, -self.qn, self.qp)
         return straight_through(levels.round(), levels) * step
 
+    def int8_weight(self, weight: paddle.Tensor) -> Tuple[paddle.Tensor, float]:
+        """(Ŵ = k·s, its INT8 range 127·s); per tensor only."""
+        if self.per_channel:
+            raise ValueError("per-channel LSQ weights have no per-tensor INT8 range")
+        with paddle.no_grad():
+            return self(weight), 127.0 * float(self.step.numpy()[0])
+
 
 @register_quantizer("ternary")
 class TernaryQuantizer(nn.Layer):
@@ -90,6 +105,14 @@ class TernaryQuantizer(nn.Layer):
         ternary = (alpha * paddle.sign(weight) * kept).detach()
         passing = (magnitude <= TERNARY_GRADIENT_CLIP).astype(weight.dtype)
         return ternary + (weight - weight.detach()) * passing
+
+    def int8_weight(self, weight: paddle.Tensor) -> Tuple[paddle.Tensor, float]:
+        """(Ŵ ∈ {-α, 0, α}, its INT8 range 127·α: the int8 levels -1, 0, 1); per tensor only."""
+        if self.per_channel:
+            raise ValueError("per-channel ternary weights have no per-tensor INT8 range")
+        with paddle.no_grad():
+            ternary = self(weight)
+        return ternary, 127.0 * float(ternary.abs().max())
 
 
 @register_quantizer("dynamic_absmax")

@@ -7,12 +7,18 @@ A registered quantizer layer (ernie_qat.quant.quantizers) replaces PaddleSlim's 
 activations, built per layer from its spec. `onnx_format` stays False: its models read correctly
 in both the FP32 and the oneDNN INT8 predictor (../shared/STACK.md, pitfall 9). Per tensor is the
 default because Paddle 2.6's INT8 pass mis-scales per-channel fc weights (ernie_qat.quant.onednn).
+
+INT8 export takes 8-bit activations from PaddleSlim's quantizer and 8-bit weights from PaddleSlim's,
+or per-tensor weights from a registered quantizer whose output lies on an 8-bit grid
+(`int8_weight`: lsq at 2..8 bits, ternary): those are saved quantized, behind PaddleSlim's 8-bit
+weight fake-quant with the grid's range pinned, so INT8 computes the trained low-bit weights.
 """
 import copy
 import warnings
+from typing import Dict
 
 import paddleslim
-from paddle.nn.quant.quant_layers import MAOutputScaleLayer, QuantizedLinear
+from paddle.nn.quant.quant_layers import FakeQuantAbsMax, MAOutputScaleLayer, QuantizedLinear
 
 from ernie_qat.config import QuantConfig
 from ernie_qat.models.classifier import INPUT_SPEC, replace_sublayer
@@ -62,26 +68,61 @@ class QATTransform(ModelTransform):
 
     def int8_blocker(self):
         cfg = self.cfg
-        if cfg.weight_bits != 8 or cfg.activation_bits != 8:
-            return (f"it is quantized to W{cfg.weight_bits}A{cfg.activation_bits}: Paddle's INT8 predictor runs 8-bit "
-                    "weights and activations only; evaluate it in fake quantization")
-        if cfg.weight_quantizer or cfg.activation_quantizer:
-            return ("it uses registered quantizer layers, whose INT8 form Paddle's predictor does not know; "
-                    "evaluate it in fake quantization")
+        bits = f"W{cfg.weight_bits}A{cfg.activation_bits}"
+        if cfg.activation_quantizer:
+            return (f"its activations use the registered quantizer `{cfg.activation_quantizer}`: Paddle's INT8 "
+                    "predictor quantizes an activation with one fixed range to -127..127 steps, which neither "
+                    "dynamic_absmax (a range per batch) nor lsq (clipped to -2^(b-1)..2^(b-1)-1 steps) reproduces; "
+                    "evaluate it in fake quantization, or train with PaddleSlim's 8-bit activation quantizer "
+                    "(`quant.activation_quantizer: \"\"`)")
+        if cfg.activation_bits != 8:
+            return (f"it is quantized to {bits}: Paddle's INT8 predictor runs 8-bit activations only; evaluate it "
+                    "in fake quantization")
+        if not cfg.weight_quantizer:
+            if cfg.weight_bits != 8:
+                return (f"it is quantized to {bits} with PaddleSlim's weight quantizer, whose low-bit weights are "
+                        "not exported to INT8 (the registered lsq and ternary weight quantizers are); evaluate it "
+                        "in fake quantization")
+            return None
+        if not hasattr(QUANTIZER_LAYERS.lookup(cfg.weight_quantizer, "quant.weight_quantizer"), "int8_weight"):
+            return (f"its weight quantizer `{cfg.weight_quantizer}` has no INT8 form (no `int8_weight`, "
+                    "ernie_qat.quant.quantizers); evaluate it in fake quantization")
+        if cfg.weight_quantize_type != "abs_max":
+            return (f"its {bits} weights (`{cfg.weight_quantizer}`) are quantized per output channel, and Paddle "
+                    "2.6's oneDNN INT8 pass reads per-channel fc weight scales along the wrong axis "
+                    "(ernie_qat.quant.onednn); train with `quant.weight_quantize_type: abs_max` to export them, "
+                    "or evaluate it in fake quantization")
         return None
 
     def convert(self, model, prefix: str) -> bool:
         """Write `prefix.pdmodel` / `prefix.pdiparams` with fake-quant ops for the INT8 predictor."""
         model = copy.deepcopy(model)  # to_static rewrites the layer it is given (STACK.md, pitfall 8)
         model.eval()
+        per_tensor = self.cfg.weight_quantize_type == "abs_max"
+        ranges = _weights_on_int8_grid(model) if per_tensor else {}
         self.qat.save_quantized_model(model, prefix, input_spec=INPUT_SPEC)
-        if self.cfg.weight_quantize_type == "abs_max":
-            pin_trained_scales(prefix)
+        if per_tensor:
+            pin_trained_scales(prefix, ranges)
         else:
             warnings.warn("per-channel weights: Paddle 2.6's oneDNN INT8 pass quantizes fc weights with scales read "
                           "along the wrong axis, so the INT8 model differs from the trained one (see --verify); "
                           "`quant.weight_quantize_type: abs_max` exports exactly", stacklevel=2)
         return True
+
+
+def _weights_on_int8_grid(model) -> Dict[str, float]:
+    """Store each weight whose quantizer has an `int8_weight` quantized, behind PaddleSlim's 8-bit abs-max weight
+    fake-quant (its saved op, pinned by ernie_qat.quant.onednn); returns their INT8 ranges by parameter name.
+
+    The names are those of `model`'s own parameters (a deep copy renames them), which the saved program keeps.
+    """
+    ranges = {}
+    for layer in model.sublayers():
+        if isinstance(layer, QuantizedLinear) and hasattr(layer._fake_quant_weight, "int8_weight"):
+            quantized, ranges[layer.weight.name] = layer._fake_quant_weight.int8_weight(layer.weight)
+            layer.weight.set_value(quantized)
+            layer._fake_quant_weight = FakeQuantAbsMax(name=layer.weight.name, quant_bits=8, quant_on_weight=True)
+    return ranges
 
 
 def _drop_output_observers(model) -> None:

@@ -9,6 +9,12 @@ tensor's shape are known when it is built and any learnable parameter exists bef
 optimizer does. Parameters of registered quantizers get no weight decay and the learning-rate
 multiplier `quant.quantizer_lr_scale`.
 
+Optional: a weight quantizer whose per-tensor output lies on an 8-bit grid defines
+`int8_weight(weight) -> (quantized weight, int8 range r)`, the range with which
+round(Ŵ/r·127) is Ŵ's integer level (|level| ≤ 127). QAT then exports it to Paddle's oneDNN
+INT8 predictor: the saved graph holds Ŵ behind PaddleSlim's 8-bit weight fake-quant with its
+scale pinned to r (ernie_qat.quant.qat, ernie_qat.quant.onednn). Without it, INT8 export is refused.
+
 Quantizers that keep running statistics (PaddleSlim's moving-average activation observers, or
 a registered layer) update them only in training mode: `frozen_statistics(model)` switches them
 to eval mode for an extra pass (SAM's ascent) that must not move them.
