@@ -98,6 +98,33 @@ def test_dynamic_absmax_is_symmetric_8bit_with_straight_through_gradient():
     np.testing.assert_array_equal(x.grad.numpy(), np.ones((1, 4)))
 
 
+def test_lsq_step_gradient_against_finite_differences_away_from_rounding_edges():
+    """Where rounding does not switch, ∂v̂/∂s is round(v/s) inside the clip and -Qn or Qp outside it. LSQ's
+    gradient equals it outside and drops exactly the v/s term inside (its straight-through estimate)."""
+    qn, qp, s = 8, 7, 0.1
+    levels = np.array([-11.7, -8.6, -5.3, -1.2, 0.3, 2.2, 4.6, 6.4, 7.8, 12.3])  # no level within 0.1 of an edge
+    v = (levels * s).astype("float32")
+    upstream = np.linspace(-1, 1, v.size).astype("float32")
+    quantizer = LSQQuantizer(QuantizerSpec(role="activation", bits=4))
+    quantizer.step.set_value(paddle.to_tensor([s], dtype="float32"))
+    quantizer.initialized.set_value(paddle.to_tensor(True))
+
+    def loss(step):
+        with paddle.no_grad():
+            quantizer.step.set_value(paddle.to_tensor([step], dtype="float32"))
+            return float((quantizer(paddle.to_tensor(v)) * paddle.to_tensor(upstream)).sum())
+
+    h = 1e-3 * s
+    finite_difference = (loss(s + h) - loss(s - h)) / (2 * h)
+    q = levels
+    inside = (q > -qn) & (q < qp)
+    assert finite_difference == pytest.approx((upstream * np.clip(np.round(q), -qn, qp)).sum(), rel=1e-3)
+    quantizer.step.set_value(paddle.to_tensor([s], dtype="float32"))
+    (quantizer(paddle.to_tensor(v)) * paddle.to_tensor(upstream)).sum().backward()
+    lsq = float(quantizer.step.grad.numpy()[0]) * math.sqrt(v.size * qp)  # without the gradient scale g
+    assert lsq == pytest.approx(finite_difference - (upstream * q * inside).sum(), rel=1e-4)
+
+
 def test_lsq_w4_qat_trains_its_step_sizes_and_reloads_exactly(toy_task, fp32_checkpoint):
     checkpoint = trained(toy_task, "lsq", "quant.method=qat", "quant.weight_quantizer=lsq",
                          "quant.activation_quantizer=lsq", "quant.weight_bits=4", "train.max_steps=8",
