@@ -170,8 +170,19 @@ class DistillConfig:
 
 
 @dataclass
+class SAMConfig:
+    """Sharpness-aware minimization (ernie_qat.optim.sam): the ascent radius and its adaptive variant."""
+    rho: float = param(0.0, low=0.0)      # ρ; 0 = the paper's default: 0.05 (SAM), 0.5 (ASAM)
+    adaptive: bool = False                # ASAM (Kwon et al. 2021): ε = ρ·T²g/‖Tg‖, T = |w| + η
+    eta: float = param(0.01, low=0.0)     # η of ASAM
+
+
+@dataclass
 class OptimizerConfig:
-    """Optimizer-step strategies such as SAM."""
+    """Optimizer-step strategies around AdamW: SAM, and SQuAT's alternation of weight and step-size steps."""
+    method: str = param("none", choices=Methods("optimizer"))  # sam, squat
+    sam: SAMConfig = field(default_factory=SAMConfig)
+    squat_period: int = param(1, low=1)   # squat: steps of each objective before switching to the other
 
 
 @dataclass

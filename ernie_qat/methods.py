@@ -7,5 +7,6 @@ from ernie_qat.distill import intervention, losses, teacher  # noqa: F401  (dist
 from ernie_qat.ptq import ocs, transform  # noqa: F401  (OCS structure; PTQ's fake-quant form)
 from ernie_qat.quant import lowbit, qat  # noqa: F401  (low-bit quantizer layers; QAT on PaddleSlim)
 from ernie_qat.regularizers import kurtosis  # noqa: F401  (kurtosis loss term)
+from ernie_qat.optim import sam, squat  # noqa: F401  (SAM / ASAM, SQuAT optimizer steps)
 from ernie_qat.models import taps  # noqa: F401  (training forward: outputs and interventions)
 from ernie_qat.train import fast_ops  # noqa: F401  (compiled CPU kernels of the training step)

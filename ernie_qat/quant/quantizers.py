@@ -64,8 +64,14 @@ def quantizer_parameters(model: nn.Layer) -> list:
 
 @contextlib.contextmanager
 def frozen_statistics(model: nn.Layer) -> Iterator[None]:
-    """Within the block, `model`'s quantizers run as in evaluation: no observer or running statistic moves."""
-    switched = [layer for layer in model.sublayers() if is_quantizer(layer) and layer.training]
+    """Within the block, `model`'s quantizers run as in evaluation, and their buffers are put back after it:
+    no observer, running statistic or recorded scale (PaddleSlim's weight quantizers write max|W| on every
+    forward) keeps anything from the block."""
+    quantizers = [layer for layer in model.sublayers() if is_quantizer(layer)]
+    switched = [layer for layer in quantizers if layer.training]
+    saved = [(state, state.clone()) for layer in quantizers  # PaddleSlim keeps its scales as frozen parameters
+             for state in [*layer.buffers(include_sublayers=False), *layer.parameters(include_sublayers=False)]
+             if state.stop_gradient]
     for layer in switched:
         layer.training = False
     try:
@@ -73,3 +79,6 @@ def frozen_statistics(model: nn.Layer) -> Iterator[None]:
     finally:
         for layer in switched:
             layer.training = True
+        with paddle.no_grad():
+            for state, value in saved:
+                state.set_value(value)
