@@ -14,7 +14,7 @@ import statistics
 from pathlib import Path
 
 from ernie_qat import cli
-from ernie_qat.atomic import read_jsonl, write_json, write_text
+from ernie_qat.atomic import atomic_file, read_jsonl, write_json, write_text
 from ernie_qat.errors import UserError
 
 FORMATS = {"w2a8": "W2A8 (ternary weights)", "w4a8": "W4A8 (LSQ 4-bit weights)"}
@@ -109,10 +109,8 @@ def plot(task: str, found: dict, fp32_dev: float, path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    tmp.replace(path)
+    with atomic_file(path, "wb") as out:
+        fig.savefig(out, format="png", dpi=110)
     plt.close(fig)
 
 

@@ -1,12 +1,21 @@
-"""Analyze a checkpoint: per-layer weight and activation distributions (why a layer quantizes badly).
+"""Analyze checkpoints: per-layer weight and activation distributions (why a layer quantizes badly), and
+how sharp their minimum is.
 
     python tools/analyze.py kurtosis --checkpoint runs/r8_minilm_fp32/checkpoints/best \
         [--compare runs/r8_kure/checkpoints/best] [--data r8:train] [--out docs/kurtosis/r8]
+    python tools/analyze.py sharpness --checkpoint runs/mr_minilm_qat/checkpoints/best [--checkpoint DIR2 ...] \
+        [--data mr:dev] [--rho 0.05] [--adaptive] [--landscape 21] [--out analysis/sharpness]
 
 Writes to --out: `kurtosis.md` (a table: weight kurtosis and max|w|/σ of every encoder Linear
 weight, and the kurtosis and max|x|/σ of its input on a few calibration batches, per model),
 `kurtosis.json`, and `weights.png` / `activations.png` (histograms of the layers with the
 heaviest tails, each model overlaid: before/after with --compare).
+
+`sharpness` (ernie_qat.analysis.sharpness) measures, on the same fixed batches for every checkpoint
+(the first `--batches` of the data in order, evaluation mode, fake-quantized where the checkpoint is
+quantized), the loss increase within a ρ-ball: worst case by projected gradient ascent and the
+average over random directions; writes `sharpness.md`, `sharpness.json` and, with --landscape N,
+`landscape.png` (the loss along a random and the gradient direction, N points).
 """
 import argparse
 from pathlib import Path
@@ -55,6 +64,47 @@ def kurtosis_report(args) -> None:
     print(f"wrote {out}/kurtosis.md, kurtosis.json, weights.png, activations.png")
 
 
+def sharpness_report(args) -> None:
+    import paddle
+    import paddle.nn.functional as F
+
+    from ernie_qat.analysis.sharpness import markdown, measure, plot_landscapes
+    from ernie_qat.atomic import write_json, write_text
+    from ernie_qat.data.batching import collate, encode
+    from ernie_qat.data.loader import read_examples
+    from ernie_qat.data.sources import data_file
+    from ernie_qat.optim.sam import latent_weights
+    from ernie_qat.train.checkpoint import load_checkpoint
+
+    results = {}
+    for folder in args.checkpoint:
+        model, tokenizer, labels, cfg = load_checkpoint(folder)
+        data = args.data or cfg.data.dev_file or f"{cfg.data.dataset}:dev"
+        items = encode(read_examples(data_file(data)), tokenizer, cfg.data.max_seq_len, labels)
+        items = items[:args.batches * args.batch_size]
+        batches = [{k: paddle.to_tensor(v) for k, v in collate(items[s:s + args.batch_size], tokenizer.pad_token_id).items()}
+                   for s in range(0, len(items), args.batch_size)]
+
+        def loss_at():
+            return sum(F.cross_entropy(model(b["input_ids"], b["token_type_ids"]), b["labels"]) for b in batches) / len(batches)
+
+        name = f"{Path(folder).resolve().parent.parent.name}/{Path(folder).name}"
+        results[name] = measure(loss_at, latent_weights(model), args.rho, args.steps, args.directions, args.adaptive,
+                                args.eta, args.landscape)
+        print(f"{name}: " + ", ".join(f"{k} {v:.5f}" for k, v in results[name].to_dict().items()
+                                      if k in ("loss", "worst_case", "average")))
+    out = Path(args.out)
+    text = markdown(results)
+    write_text(out / "sharpness.md", text)
+    write_json(out / "sharpness.json", {"data": args.data, "batches": args.batches, "batch_size": args.batch_size,
+                                        "steps": args.steps, "directions": args.directions,
+                                        "results": {k: r.to_dict() for k, r in results.items()}})
+    if args.landscape:
+        plot_landscapes(results, out / "landscape.png")
+    print(text)
+    print(f"wrote {out}/sharpness.md, sharpness.json" + (", landscape.png" if args.landscape else ""))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -67,8 +117,22 @@ def main() -> None:
     kurt.add_argument("--batch-size", type=cli.positive_int, default=32)
     kurt.add_argument("--plots", type=cli.positive_int, default=3, help="layers per histogram figure")
     kurt.add_argument("--out", default="analysis", help="output folder")
+    sharp = commands.add_parser("sharpness", help="loss increase within a ρ-ball: worst case and random directions")
+    sharp.add_argument("--checkpoint", required=True, action="append", help="a checkpoint folder (repeat to compare)")
+    sharp.add_argument("--data", help="labelled data: a file or dataset:split (default: the run's dev split)")
+    sharp.add_argument("--batches", type=cli.positive_int, default=4, help="fixed batches the loss is measured on")
+    sharp.add_argument("--batch-size", type=cli.positive_int, default=32)
+    sharp.add_argument("--rho", type=float, default=0.05, help="radius of the ball (global L2 norm)")
+    sharp.add_argument("--adaptive", action="store_true", help="measure δ in ASAM's norm ‖δ/(|w|+η)‖")
+    sharp.add_argument("--eta", type=float, default=0.01)
+    sharp.add_argument("--steps", type=cli.positive_int, default=5, help="gradient-ascent steps of the worst case")
+    sharp.add_argument("--directions", type=cli.positive_int, default=10, help="random directions of the average")
+    sharp.add_argument("--landscape", type=cli.non_negative_int, default=0, help="points of the 1-D plots (0: none)")
+    sharp.add_argument("--out", default="analysis/sharpness", help="output folder")
     args = parser.parse_args()
-    kurtosis_report(args)
+    if args.command == "sharpness" and not (args.rho > 0 and args.eta >= 0):
+        parser.error("--rho must be > 0 and --eta >= 0")
+    {"kurtosis": kurtosis_report, "sharpness": sharpness_report}[args.command](args)
 
 
 if __name__ == "__main__":
