@@ -48,7 +48,7 @@ def test_overrides_parse_and_type_check(tmp_path):
     ("train: {learnig_rate: 1e-3}", r"cfg.yaml: unknown key `train.learnig_rate`; did you mean `train.learning_rate`"),
     ("trian: {epochs: 1}", r"unknown key `trian`; did you mean `train`"),
     ("distill: {weight: 1.0}", r"unknown key `distill.weight`; did you mean `distill.logits_weight`"),
-    ("optimizer: {rho: 0.05}", r"unknown key `optimizer.rho`; this section takes no keys yet"),
+    ("export: {int8: true}", r"unknown key `export.int8`; this section takes no keys yet"),
     ("quant: {bits: 8}", r"unknown key `quant.bits`; expected one of: method, weight_bits, "),
     ("quant: {method: qat, weight_bits: 16}", r"`quant.weight_bits` must be in \[2, 8\], got 16"),
     ("quant: {method: lsq}", r"`quant.method` must be one of \['none', 'qat', 'ptq'\], got 'lsq'"),
@@ -91,7 +91,7 @@ def test_invalid_files_name_file_and_key(tmp_path, text, message):
     ("model.random=1", r"`model.random` is a section; set a key inside it, `model.random.<key>=value`, "
                        r"with <key> one of: vocab_file, hidden_size, "),
     ("distill=1", r"`distill` is a section; set a key inside it, `distill.<key>=value`, with <key> one of: teacher,"),
-    ("optimizer=1", r"`optimizer` is a section; it takes no keys yet"),
+    ("export=1", r"`export` is a section; it takes no keys yet"),
     ("train.batch_size.x=3", r"`train.batch_size` is a value, not a section; set it with `-o train.batch_size=value`"),
     ("train.foo.x=3", r"unknown section `train.foo`; `train` has no sections"),
     ("train.epochs=", r"`train.epochs`: expected int, got an empty value$"),

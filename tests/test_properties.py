@@ -47,7 +47,8 @@ def section_dicts(cls, full: bool):
 
 
 def consistent(data: dict) -> dict:
-    """`data` with the keys `_check_consistency` requires: a dataset or training file, a random model's vocabulary."""
+    """`data` with the keys `_check_consistency` requires: a dataset or training file, a random model's
+    vocabulary, a teacher where distillation needs one."""
     data = copy.deepcopy(data)
     section = data.setdefault("data", {})
     if not section.get("dataset") and not section.get("train_file"):
@@ -55,6 +56,10 @@ def consistent(data: dict) -> dict:
     model = data.setdefault("model", {})
     if model.get("name_or_path") == "random" and not model.get("random", {}).get("vocab_file"):
         model.setdefault("random", {})["vocab_file"] = "vocab.txt"
+    distill = data.get("distill", {})
+    if not distill.get("teacher") and (distill.get("ground_truth_weight") == 0
+                                       or distill.get("intervention", "none") != "none"):
+        distill["teacher"] = "teacher"
     return data
 
 
@@ -132,7 +137,7 @@ def dotted_fields(cls=Config, prefix=""):
 
 FIELDS = list(dotted_fields())
 # enough for the consistency check whatever single key an override then changes
-BASE = ["data.dataset=mr", "data.train_file=train.tsv", "model.random.vocab_file=vocab.txt"]
+BASE = ["data.dataset=mr", "data.train_file=train.tsv", "model.random.vocab_file=vocab.txt", "distill.teacher=teacher"]
 KEYS = st.sampled_from([name for name, _, _ in FIELDS] + ["train", "distill", "model.random", "train.epochs.x",
                                                            "nope", "train.nope", "", " train.epochs ", "a.b.c"])
 
