@@ -227,6 +227,16 @@ for _yaml_class in (_Loader, _Dumper):
     _yaml_class.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
 
 
+def layer_list(text: str, key: str) -> Optional[list]:
+    """A comma-separated list of layer numbers ("3,6,9") as ints; None for ""; ConfigError naming `key` otherwise."""
+    if not text.strip():
+        return None
+    try:
+        return [int(item) for item in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"`{key}`: expected comma-separated layer numbers, got {text!r}") from None
+
+
 def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Config:
     """Build a `Config` from defaults, an optional YAML file, then `key.path=value` overrides.
 

@@ -67,7 +67,7 @@ def test_one_step_on_a_quadratic_matches_the_closed_form(adaptive):
     np.testing.assert_allclose(model.w.numpy(), expected, rtol=1e-9)  # ‖·‖ + 1e-12 guards a zero gradient
     assert len(calls) == 2  # the closure, exactly twice
     assert calls[1] == pytest.approx(0.5 * (W0 + epsilon) @ A @ (W0 + epsilon), rel=1e-9)
-    assert logs["ascent_loss"] == pytest.approx(calls[1]) and logs["grad_norm"] == pytest.approx(np.linalg.norm(g))
+    assert logs["ascent_loss"] == pytest.approx(calls[1]) and logs["grad_norm"] == pytest.approx(np.linalg.norm(t * g))
     assert np.array_equal(optimizer.seen[0], W0)  # bit-identical to the pre-ascent weights at the update
 
 
@@ -75,9 +75,11 @@ def test_asam_epsilon_matches_its_formula_and_sam_defaults():
     rng = np.random.default_rng(0)
     w = [rng.normal(size=(4, 3)), rng.normal(size=5)]
     g = [rng.normal(size=(4, 3)), rng.normal(size=5)]
-    got = ascent([paddle.to_tensor(x) for x in w], [paddle.to_tensor(x) for x in g], 0.5, adaptive=True, eta=0.01)
+    got, divided_by = ascent([paddle.to_tensor(x) for x in w], [paddle.to_tensor(x) for x in g], 0.5, adaptive=True,
+                             eta=0.01)
     t = [np.abs(x) + 0.01 for x in w]
     norm = np.sqrt(sum(((ti * gi) ** 2).sum() for ti, gi in zip(t, g)))
+    assert divided_by == pytest.approx(norm, rel=1e-6)
     for e, ti, gi in zip(got, t, g):
         np.testing.assert_allclose(e.numpy(), 0.5 * ti * ti * gi / norm, rtol=1e-6)
     assert SAM(SAMConfig()).rho == 0.05 and SAM(SAMConfig(adaptive=True)).rho == 0.5

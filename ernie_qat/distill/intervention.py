@@ -20,7 +20,7 @@ Evaluation runs the student alone: no intervention applies outside the training 
 import random
 from typing import Dict, List, Optional
 
-from ernie_qat.config import ConfigError, DistillConfig
+from ernie_qat.config import ConfigError, DistillConfig, layer_list
 from ernie_qat.models.taps import taps_of
 from ernie_qat.train.hooks import INTERVENTIONS, Intervention
 
@@ -32,15 +32,21 @@ KINDS = {
 }
 
 
+def scheduled_kinds(cfg: DistillConfig) -> List[str]:
+    """`distill.intervention_schedule` as its list of kinds, in order."""
+    kinds = [kind.strip() for kind in cfg.intervention_schedule.split(",")]
+    unknown = [kind for kind in kinds if kind not in KINDS]
+    if unknown:
+        raise ConfigError(f"`distill.intervention_schedule` {cfg.intervention_schedule!r}: unknown kinds "
+                          f"{unknown}; expected a comma-separated list of {', '.join(KINDS)}")
+    return kinds
+
+
 class Schedule:
     """Which kind of intervention acts at a step (None: none, from step s on)."""
 
     def __init__(self, cfg: DistillConfig, seed: int):
-        self.kinds = [kind.strip() for kind in cfg.intervention_schedule.split(",")]
-        unknown = [kind for kind in self.kinds if kind not in KINDS]
-        if unknown:
-            raise ConfigError(f"`distill.intervention_schedule` {cfg.intervention_schedule!r}: unknown kinds "
-                              f"{unknown}; expected a comma-separated list of {', '.join(KINDS)}")
+        self.kinds = scheduled_kinds(cfg)
         self.steps, self.stochastic, self.seed = cfg.intervention_steps, cfg.intervention == "stochastic", seed
 
     def kind_at(self, step: int) -> Optional[str]:
@@ -78,23 +84,13 @@ class TeacherIntervention(Intervention):
         return self.stages  # every TI point reports the same two stages
 
 
-def _layers(text: str) -> Optional[List[int]]:
-    if not text.strip():
-        return None
-    try:
-        return [int(item) for item in text.split(",")]
-    except ValueError:
-        raise ConfigError(f"`distill.intervention_layers`: expected comma-separated layer numbers, got {text!r}") \
-            from None
-
-
 @INTERVENTIONS.register("teacher_intervention")
 def build_teacher_intervention(cfg) -> Optional[List[TeacherIntervention]]:
     distill = cfg.distill
     if distill.intervention == "none":
         return None
     schedule = Schedule(distill, cfg.train.seed)
-    layers = _layers(distill.intervention_layers)
+    layers = layer_list(distill.intervention_layers, "distill.intervention_layers")
     stages = {0: distill.intervention_warmup_ratio, distill.intervention_steps: cfg.train.warmup_ratio}
     used = set(schedule.kinds)
     points = {}  # point -> (kinds acting on it, teacher field or None)
@@ -112,4 +108,4 @@ def teacher_fields(cfg: DistillConfig) -> set:
     """The teacher outputs the configured intervention replaces the student's with."""
     if cfg.intervention == "none":
         return set()
-    return {KINDS[kind.strip()][0] for kind in cfg.intervention_schedule.split(",") if kind.strip() in KINDS}
+    return {KINDS[kind][0] for kind in scheduled_kinds(cfg)}

@@ -12,7 +12,7 @@ from typing import FrozenSet, List
 
 import paddle
 
-from ernie_qat.config import ConfigError, DistillConfig
+from ernie_qat.config import ConfigError, DistillConfig, layer_list
 from ernie_qat.distill.intervention import teacher_fields
 from ernie_qat.distill.losses import DistillationLoss
 from ernie_qat.models.taps import Outputs, TapsTransform, forward_outputs, taps_of
@@ -27,12 +27,9 @@ def uniform_layer_map(student_layers: int, teacher_layers: int) -> List[int]:
 
 def parse_layer_map(text: str, student_layers: int, teacher_layers: int) -> List[int]:
     """`distill.layer_map` ("" = uniform) as a list of teacher layers (1-based) for student layers 1..L."""
-    if not text.strip():
+    layers = layer_list(text, "distill.layer_map")
+    if layers is None:
         return uniform_layer_map(student_layers, teacher_layers)
-    try:
-        layers = [int(item) for item in text.split(",")]
-    except ValueError:
-        raise ConfigError(f"`distill.layer_map`: expected comma-separated teacher layer numbers, got {text!r}") from None
     if len(layers) != student_layers or not all(1 <= layer <= teacher_layers for layer in layers):
         raise ConfigError(f"`distill.layer_map` {text!r}: expected {student_layers} teacher layers (one per student "
                           f"layer), each in 1..{teacher_layers}")

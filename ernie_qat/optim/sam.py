@@ -13,7 +13,7 @@ are not. Loss terms are part of both passes' loss; a teacher runs once per step 
 not again for the second pass. Defaults from the papers: ρ = 0.05 (SAM), 0.5 and η = 0.01 (ASAM).
 """
 import time
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import paddle
 
@@ -25,15 +25,16 @@ DEFAULT_RHO = {False: 0.05, True: 0.5}  # SAM, ASAM
 
 
 def ascent(weights: Sequence[paddle.Tensor], grads: Sequence[paddle.Tensor], rho: float, adaptive: bool = False,
-           eta: float = 0.01) -> List[paddle.Tensor]:
-    """ε for each weight: ρ·g/‖g‖ (SAM) or ρ·T²g/‖Tg‖, T = |w| + η (ASAM); ‖·‖ global over all of them."""
+           eta: float = 0.01) -> Tuple[List[paddle.Tensor], float]:
+    """ε for each weight, ρ·g/‖g‖ (SAM) or ρ·T²g/‖Tg‖ with T = |w| + η (ASAM), and the norm it divides by
+    (‖g‖ or ‖Tg‖, global over all of them)."""
     if adaptive:
         scales = [w.abs() + eta for w in weights]
         scaled = [t * g for t, g in zip(scales, grads)]
-        norm = paddle.sqrt(sum((s * s).sum() for s in scaled)) + 1e-12
-        return [rho * t * s / norm for t, s in zip(scales, scaled)]
-    norm = paddle.sqrt(sum((g * g).sum() for g in grads)) + 1e-12
-    return [rho * g / norm for g in grads]
+        norm = paddle.sqrt(sum((s * s).sum() for s in scaled))
+        return [rho * t * s / (norm + 1e-12) for t, s in zip(scales, scaled)], float(norm)
+    norm = paddle.sqrt(sum((g * g).sum() for g in grads))
+    return [rho * g / (norm + 1e-12) for g in grads], float(norm)
 
 
 def latent_weights(model) -> List[paddle.Tensor]:
@@ -43,7 +44,7 @@ def latent_weights(model) -> List[paddle.Tensor]:
 
 
 class SAM(StepStrategy):
-    """The step of the module docstring; logs the ascent pass's loss, ‖ε‖'s source ‖g‖ and the time ratio
+    """The step of the module docstring; logs the ascent pass's loss, the norm ε divides by and the time ratio
     to a plain step (the first pass plus the optimizer update)."""
     name = "sam"
 
@@ -63,9 +64,9 @@ class SAM(StepStrategy):
         weights = [w for w in latent_weights(model) if w.grad is not None]
         grads = [w.grad for w in weights]
         with paddle.no_grad():
-            grad_norm = float(paddle.sqrt(sum((g * g).sum() for g in grads)))
             saved = [w.clone() for w in weights]
-            for w, e in zip(weights, ascent(weights, grads, self.rho, self.adaptive, self.eta)):
+            epsilons, grad_norm = ascent(weights, grads, self.rho, self.adaptive, self.eta)
+            for w, e in zip(weights, epsilons):
                 w.set_value(w + e)
         optimizer.clear_grad()
         paddle.set_rng_state(random_state)  # the same dropout masks as the first pass
