@@ -55,20 +55,23 @@ def summarize(found: dict, fp32: dict) -> list:
             seeds = found.get((fmt, method))
             if not seeds:
                 continue
-            accuracy = [run["results"]["test"]["accuracy"] for run in seeds.values()]
             curve = mean_curve(seeds)
             reached = next((s for s, (m, _, _) in curve.items() if target is not None and m >= target), None)
             int8 = next((run["int8"] for seed, run in sorted(seeds.items()) if run["int8"]), None)
-            rows.append({
-                "format": fmt, "method": method, "seeds": sorted(seeds),
-                "test_accuracy": accuracy, "mean": statistics.mean(accuracy),
-                "std": statistics.stdev(accuracy) if len(accuracy) > 1 else 0.0,
-                "macro_f1": statistics.mean(run["results"]["test"]["macro_f1"] for run in seeds.values()),
-                "percent_of_fp32": 100 * statistics.mean(accuracy) / fp32["test"]["accuracy"],
-                "int8": int8, "steps": max(curve), "steps_to_kd_final": reached, "kd_final_dev": target,
-                "train_seconds_per_step": statistics.mean(run["results"]["train_seconds"] / run["results"]["steps"]
-                                                          for run in seeds.values())})
+            rows.append({"format": fmt, "method": method, **seed_statistics(seeds, fp32),
+                         "int8": int8, "steps": max(curve), "steps_to_kd_final": reached, "kd_final_dev": target})
     return rows
+
+
+def seed_statistics(seeds: dict, fp32: dict) -> dict:
+    """Test accuracy per seed, its mean and std, mean macro-F1, % of FP32's accuracy and seconds per step."""
+    accuracy = [run["results"]["test"]["accuracy"] for run in seeds.values()]
+    return {"seeds": sorted(seeds), "test_accuracy": accuracy, "mean": statistics.mean(accuracy),
+            "std": statistics.stdev(accuracy) if len(accuracy) > 1 else 0.0,
+            "macro_f1": statistics.mean(run["results"]["test"]["macro_f1"] for run in seeds.values()),
+            "percent_of_fp32": 100 * statistics.mean(accuracy) / fp32["test"]["accuracy"],
+            "train_seconds_per_step": statistics.mean(run["results"]["train_seconds"] / run["results"]["steps"]
+                                                      for run in seeds.values())}
 
 
 def markdown(task: str, rows: list, fp32: dict) -> str:
@@ -90,13 +93,14 @@ def markdown(task: str, rows: list, fp32: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(task: str, found: dict, fp32_dev: float, path: Path) -> None:
+def plot(task: str, found: dict, fp32_dev: float, path: Path, formats: dict = FORMATS, methods: dict = METHODS) -> None:
+    """Mean dev accuracy against steps per format (a panel each) and method, the band spanning the seeds."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, len(FORMATS), figsize=(11, 4), sharey=True)
-    for ax, fmt in zip(axes, FORMATS):
-        for method, label in METHODS.items():
+    fig, axes = plt.subplots(1, len(formats), figsize=(11, 4), sharey=True, squeeze=False)
+    for ax, fmt in zip(axes[0], formats):
+        for method, label in methods.items():
             if (fmt, method) not in found:
                 continue
             curve = mean_curve(found[(fmt, method)])
@@ -105,7 +109,7 @@ def plot(task: str, found: dict, fp32_dev: float, path: Path) -> None:
             ax.fill_between(steps, [curve[s][1] for s in steps], [curve[s][2] for s in steps],
                             color=line.get_color(), alpha=0.15)
         ax.axhline(fp32_dev, color="gray", linestyle="--", label="FP32")
-        ax.set(title=f"{task.upper()} {FORMATS[fmt]}", xlabel="optimizer step", ylabel="dev accuracy (%)")
+        ax.set(title=f"{task.upper()} {formats[fmt]}", xlabel="optimizer step", ylabel="dev accuracy (%)")
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()

@@ -1,0 +1,90 @@
+"""Training-step time of low-bit QAT alone and with the methods around it, on the real model and data.
+
+    python experiments/step_time.py distill|sam [--task mr] [--rounds 4] [--steps 5] [--json FILE]
+
+The toolkit's own step (`train_step`) on the task's real training batches (MR: 32 × up to 64
+tokens), from the FP32 checkpoint (also the teacher), as the experiments train them:
+  distill  W2A8 ternary weights: QAT, QAT + KD, QAT + TI with OI or MI active (experiments/distill.sh);
+  sam      W4A8 LSQ weights: QAT, QAT + SAM, SQuAT alternating every step (experiments/sam.sh).
+Methods alternate in rounds (after 2 warm-up steps each) so that a machine's drift hits all alike;
+the table gives each method's median and mean step and the ratios to plain QAT (SQuAT's steps
+alternate between a SAM step and a plain one: its mean is the cost of a run).
+"""
+import argparse
+import statistics
+import time
+
+import paddle
+
+from ernie_qat import cli
+from ernie_qat.atomic import write_json
+from ernie_qat.config import load_config
+from ernie_qat.data.batching import collate, encode, train_batches
+from ernie_qat.data.loader import LabelVocab
+from ernie_qat.data.sources import load_splits
+from ernie_qat.env import cpu_settings
+from ernie_qat.plugins import build_plugins
+from ernie_qat.train.trainer import build_student, make_optimizer, train_step
+
+KD = ["distill.ground_truth_weight=0", "distill.attention_output_weight=1"]
+COMPARISONS = {  # name -> (overrides of every method, {method: its own overrides})
+    "distill": (["quant.weight_quantizer=ternary", "quant.weight_bits=2"], {
+        "QAT": [], "QAT + KD": KD,
+        "QAT + TI, OI active": KD + ["distill.intervention=scheduled", "distill.intervention_schedule=oi",
+                                     "distill.intervention_steps=1000000"],
+        "QAT + TI, MI active": KD + ["distill.intervention=scheduled", "distill.intervention_schedule=mi",
+                                     "distill.intervention_steps=1000000"]}),
+    "sam": (["quant.weight_quantizer=lsq", "quant.weight_bits=4"], {
+        "QAT": [], "QAT + SAM": ["optimizer.method=sam"], "SQuAT": ["optimizer.method=squat"]}),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("comparison", choices=COMPARISONS)
+    parser.add_argument("--task", default="mr")
+    parser.add_argument("--rounds", type=cli.positive_int, default=4)
+    parser.add_argument("--steps", type=cli.positive_int, default=5, help="timed steps per method and round")
+    parser.add_argument("--json", metavar="FILE")
+    args = parser.parse_args()
+    teacher = f"runs/{args.task}_minilm_fp32/checkpoints/best"
+    common, methods = COMPARISONS[args.comparison]
+    runs = {}
+    for name, extra in methods.items():
+        distill = [f"distill.teacher={teacher}"] if any(o.startswith("distill.") for o in extra) else []
+        cfg = load_config(f"configs/{args.task}_minilm_qat.yaml", common + ["train.learning_rate=2e-5"] + distill + extra)
+        plugins = build_plugins(cfg)
+        splits = load_splits(cfg.data, cfg.train.seed)
+        labels = LabelVocab.from_examples(splits["train"])
+        model, tokenizer = build_student(cfg, plugins, labels)
+        optimizer, _ = make_optimizer(model, cfg.train, 10_000, [g for p in plugins.all() for g in p.param_groups(model)])
+        data = encode(splits["train"], tokenizer, cfg.data.max_seq_len, labels)
+        order = train_batches([len(x.input_ids) for x in data], cfg.train.batch_size, cfg.data.bucket_batches, 0, 0)
+        batches = [{k: paddle.to_tensor(v) for k, v in collate([data[i] for i in indices], model.pad_token_id).items()}
+                   for indices in order[:args.steps]]
+        runs[name] = {"model": model, "optimizer": optimizer, "plugins": plugins, "batches": batches, "times": []}
+    for run in runs.values():  # warm-up
+        for step in range(2):
+            train_step(run["model"], run["optimizer"], run["batches"][step % len(run["batches"])], run["plugins"], step)
+    for _ in range(args.rounds):
+        for run in runs.values():
+            for batch in run["batches"]:
+                step = 2 + len(run["times"])  # counts on over rounds: SQuAT's objectives alternate evenly
+                start = time.perf_counter()
+                train_step(run["model"], run["optimizer"], batch, run["plugins"], step)
+                run["times"].append(time.perf_counter() - start)
+    median, mean = statistics.median(runs["QAT"]["times"]), statistics.mean(runs["QAT"]["times"])
+    rows = [{"method": name, "median_s": statistics.median(run["times"]), "ratio": statistics.median(run["times"]) / median,
+             "mean_s": statistics.mean(run["times"]), "mean_ratio": statistics.mean(run["times"]) / mean,
+             "steps": len(run["times"])} for name, run in runs.items()]
+    print(cpu_settings())
+    print("| method | median step (s) | vs QAT | mean step (s) | vs QAT |\n|---|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['method']} | {row['median_s']:.3f} | {row['ratio']:.2f}× | {row['mean_s']:.3f} | {row['mean_ratio']:.2f}× |")
+    if args.json:
+        write_json(args.json, {"environment": cpu_settings(), "task": args.task, "comparison": args.comparison,
+                               "rows": rows})
+
+
+if __name__ == "__main__":
+    cli.run(main)
