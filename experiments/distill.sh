@@ -3,7 +3,7 @@
 # For each task, weight format and seed: QAT alone (ground-truth cross-entropy), QAT + KD (TernaryBERT's
 # losses plus TI's attention-output term, no ground truth, as the TI reference runs them) and QAT + TI
 # (the same KD, with gradual TI for the first s = 30 steps), all from the FP32 checkpoint at equal step
-# budgets of one epoch (MR 100 steps, R8 172), learning rate 2e-5 (TI's reference), dev accuracy every 10 steps.
+# budgets of one epoch (MR 100 steps, R8 155), learning rate 2e-5 (TI's reference), dev accuracy every 10 steps.
 #   W4A8 = LSQ 4-bit per-tensor weights, W2A8 = TWN ternary per-tensor weights; PaddleSlim's 8-bit
 #   moving-average activations in both, so both export to oneDNN INT8 (the first seed's runs are exported
 #   and verified on the test split).

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # SAM and SQuAT on the real model (docs/sam.md). For each task, weight format and seed, from the FP32
-# checkpoint at equal step budgets of one epoch (MR 100 steps, R8 172), learning rate 2e-5, dev accuracy
+# checkpoint at equal step budgets of one epoch (MR 100 steps, R8 155), learning rate 2e-5, dev accuracy
 # every 10 steps, LSQ per-tensor weights and PaddleSlim's 8-bit activations (W4A8 and W2A8):
 #   qat    plain LSQ QAT (at W4A8 the very command of experiments/distill.sh: its run is shared, not redone);
 #   sam    QAT with SAM steps (ρ = 0.05);
