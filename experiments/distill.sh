@@ -8,7 +8,8 @@
 #   moving-average activations in both, so both export to oneDNN INT8 (the first seed's runs are exported
 #   and verified on the test split).
 # Needs the FP32 runs of the README. Resumable: finished runs are skipped, a killed one resumes.
-# TASKS (default "mr r8"), SEEDS_mr (default "42 43 44"), SEEDS_r8 (default "42") narrow it down.
+# TASKS (default "mr r8"), SEEDS_mr (default "42 43 44"), SEEDS_r8 (default "42"), FORMATS (default
+# "w2a8 w4a8") and METHODS (default "qat kd ti") narrow it down.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -33,8 +34,8 @@ run() {  # run TASK FORMAT METHOD SEED
 }
 for task in ${TASKS:-mr r8}; do
   for seed in ${SEEDS[$task]}; do
-    for format in w2a8 w4a8; do
-      for method in qat kd ti; do run $task $format $method $seed; done
+    for format in ${FORMATS:-w2a8 w4a8}; do
+      for method in ${METHODS:-qat kd ti}; do run $task $format $method $seed; done
     done
   done
   $PY experiments/distill_report.py $task
