@@ -2,7 +2,9 @@
 
 A deployment folder (written by `ernie_qat.export`) holds `model.pdmodel` / `model.pdiparams`,
 the tokenizer files, `labels.json` and `deploy.yaml`. `Predictor` runs it with oneDNN, in INT8
-when the model carries quantization scales and INT8 is asked for.
+when the model carries quantization scales and INT8 is asked for. Weights stored as int8
+(`weights: int8` in deploy.yaml) are rebuilt to float32 in memory before Paddle reads the model
+(ernie_qat.quant.int8_storage). A folder of another `format` than this version's is refused.
 
 A missing or damaged folder is a `DeployError` (or `DamagedFileError`) naming what is wrong, never a
 crash: files are checked against the folder's manifest, and the model files are checked for
@@ -30,12 +32,16 @@ from paddle import inference
 from paddle.base.proto.framework_pb2 import ProgramDesc, VarType
 from paddlenlp.transformers import ErnieTokenizer
 
+from ernie_qat import __version__
 from ernie_qat.atomic import check_manifest
 from ernie_qat.data.batching import Encoded, batched_scores
 from ernie_qat.data.loader import LabelVocab
 from ernie_qat.errors import UserError
+from ernie_qat.quant.int8_storage import float_weight_buffers
 
 DEPLOY_FILE = "deploy.yaml"
+FORMAT = 2  # deploy.yaml's `format`; 2 added `weights`, the storage of the weights (1 stored float32 only)
+WEIGHT_STORAGE = ("float32", "int8")  # int8: quantized Linear weights as int8 levels and a range each
 MODEL_PREFIX = "model"
 PRECISIONS = ("int8", "fp32")
 REEXPORT = "re-export it with tools/export.py"
@@ -56,10 +62,10 @@ class Prediction:
 
 
 def read_deploy_config(folder) -> dict:
-    """A deployment folder's deploy.yaml, checked for `precision` and `max_seq_len`.
+    """A deployment folder's deploy.yaml, checked for this version's `format`, `precision`, `max_seq_len` and `weights`.
 
     Raises:
-        DeployError: deploy.yaml is missing, unreadable, or not a mapping with those two keys.
+        DeployError: deploy.yaml is missing, unreadable, of another format, or lacks one of those keys.
     """
     path = Path(folder) / DEPLOY_FILE
     if not path.exists():
@@ -70,13 +76,30 @@ def read_deploy_config(folder) -> dict:
         raise DeployError(f"`{path}` is unreadable or not valid YAML ({exc}); {REEXPORT}") from None
     if not isinstance(deploy, dict):
         raise DeployError(f"`{path}` must be a mapping, got {type(deploy).__name__}; {REEXPORT}")
+    _check_format(folder, deploy)
     if deploy.get("precision") not in PRECISIONS:
         raise DeployError(f"`{path}`: `precision` must be one of {list(PRECISIONS)}, "
                           f"got {deploy.get('precision')!r}; {REEXPORT}")
     max_seq_len = deploy.get("max_seq_len")
     if type(max_seq_len) is not int or max_seq_len < 8:
         raise DeployError(f"`{path}`: `max_seq_len` must be an integer >= 8, got {max_seq_len!r}; {REEXPORT}")
+    if deploy.get("weights") not in WEIGHT_STORAGE:
+        raise DeployError(f"`{path}`: `weights` must be one of {list(WEIGHT_STORAGE)}, "
+                          f"got {deploy.get('weights')!r}; {REEXPORT}")
     return deploy
+
+
+def _check_format(folder, deploy: dict) -> None:
+    """Raises DeployError unless `deploy` (a deploy.yaml) is of this version's FORMAT."""
+    found, writer = deploy.get("format"), deploy.get("ernie_qat_version", "an unknown version")
+    if found == FORMAT:
+        return
+    if type(found) is not int:
+        raise DeployError(f"`{Path(folder) / DEPLOY_FILE}`: `format` must be an integer, got {found!r}; {REEXPORT}")
+    age, hint = (("older", REEXPORT) if found < FORMAT else
+                 ("newer", f"{REEXPORT} of this version, or upgrade ernie-qat"))
+    raise DeployError(f"`{folder}` was written by ernie-qat {writer} in deployment format {found}, {age} than the "
+                      f"format {FORMAT} that ernie-qat {__version__} reads; {hint}")
 
 
 def check_model_files(folder: Path) -> None:
@@ -97,7 +120,7 @@ def check_model_files(folder: Path) -> None:
     except (OSError, ValueError, DecodeError) as exc:
         raise DeployError(f"`{model}` is missing or damaged ({exc}); {REEXPORT}") from None
     try:
-        stored = sorted(_stored_tensor_bytes(params))
+        stored = sorted(_tensor_bytes(desc) for desc in stored_tensors(params))
     except (OSError, ValueError, DecodeError) as exc:
         raise DeployError(f"`{params}` is missing or damaged ({exc}); {REEXPORT}") from None
     if stored != needed:
@@ -111,9 +134,13 @@ def _tensor_bytes(desc) -> int:
     return DTYPE_BYTES[desc.data_type] * math.prod(desc.dims)
 
 
-def _stored_tensor_bytes(path: Path) -> List[int]:
-    """Data sizes of the tensors of a combined .pdiparams file, from their headers; the data is skipped."""
-    sizes = []
+def stored_tensors(path: Path) -> List[VarType.TensorDesc]:
+    """Data types and shapes of the tensors of a combined .pdiparams file, from their headers; the data is skipped.
+
+    Raises:
+        ValueError, DecodeError: the file is not a sequence of tensors.
+    """
+    descs = []
     with open(path, "rb") as f:
         end = os.fstat(f.fileno()).st_size
         while f.tell() < end:
@@ -124,11 +151,12 @@ def _stored_tensor_bytes(path: Path) -> List[int]:
             *versions, desc_bytes = struct.unpack("<IQIi", header)
             if versions != [0, 0, 0] or not 0 <= desc_bytes <= end - f.tell():
                 raise ValueError(f"no tensor header at byte {at}")
-            sizes.append(_tensor_bytes(VarType.TensorDesc.FromString(f.read(desc_bytes))))
-            if sizes[-1] > end - f.tell():
-                raise ValueError(f"tensor {len(sizes)} runs past the end of the file ({end} bytes)")
-            f.seek(sizes[-1], os.SEEK_CUR)
-    return sizes
+            descs.append(VarType.TensorDesc.FromString(f.read(desc_bytes)))
+            size = _tensor_bytes(descs[-1])
+            if size > end - f.tell():
+                raise ValueError(f"tensor {len(descs)} runs past the end of the file ({end} bytes)")
+            f.seek(size, os.SEEK_CUR)
+    return descs
 
 
 @contextlib.contextmanager
@@ -186,19 +214,9 @@ class Predictor:
             raise DeployError(f"`{deploy_dir}`: cannot load the tokenizer ({type(exc).__name__}: {exc}); "
                               f"{REEXPORT}") from None
         check_model_files(self.folder)
-        config = inference.Config(str(self.folder / f"{MODEL_PREFIX}.pdmodel"),
-                                  str(self.folder / f"{MODEL_PREFIX}.pdiparams"))
-        config.disable_gpu()
-        config.set_cpu_math_library_num_threads(self.threads)
-        config.enable_mkldnn()
-        config.set_mkldnn_cache_capacity(32)  # bound oneDNN's per-shape kernel cache under dynamic shapes
-        config.enable_memory_optim()  # reuse activation buffers: ~5% lower INT8 latency (MiniLM, b8 s128)
-        if self.precision == "int8":
-            config.enable_mkldnn_int8()
-        config.disable_glog_info()
         try:
             with native_output_silenced():
-                self._predictor = inference.create_predictor(config)
+                self._predictor = inference.create_predictor(self._config())
                 scores = self.logits(np.full((1, 8), self.tokenizer.cls_token_id, dtype=np.int64),
                                      np.zeros((1, 8), dtype=np.int64))
         except (RuntimeError, ValueError, IndexError, MemoryError) as exc:  # what Paddle raises on damaged files
@@ -207,6 +225,25 @@ class Predictor:
         if scores.shape != (1, len(self.labels)):
             raise DeployError(f"`{deploy_dir}`: the model gives {scores.shape[-1]} scores per text, "
                               f"{LabelVocab.FILE} names {len(self.labels)} labels; {REEXPORT}")
+
+    def _config(self) -> inference.Config:
+        """oneDNN on the CPU, INT8 if asked for; int8 weights rebuilt to float32 in memory."""
+        prefix = str(self.folder / MODEL_PREFIX)
+        if self.deploy["weights"] == "int8":
+            config = inference.Config()
+            program, params = float_weight_buffers(prefix)
+            config.set_model_buffer(program, len(program), params, len(params))
+        else:
+            config = inference.Config(f"{prefix}.pdmodel", f"{prefix}.pdiparams")
+        config.disable_gpu()
+        config.set_cpu_math_library_num_threads(self.threads)
+        config.enable_mkldnn()
+        config.set_mkldnn_cache_capacity(32)  # bound oneDNN's per-shape kernel cache under dynamic shapes
+        config.enable_memory_optim()  # reuse activation buffers: ~5% lower INT8 latency (MiniLM, b8 s128)
+        if self.precision == "int8":
+            config.enable_mkldnn_int8()
+        config.disable_glog_info()
+        return config
 
     def _load_labels(self) -> LabelVocab:
         try:

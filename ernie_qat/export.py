@@ -1,11 +1,12 @@
 """Export a training checkpoint as a self-contained Paddle Inference deployment folder, and verify it.
 
 The folder gets `model.pdmodel` / `model.pdiparams`, the tokenizer files, `labels.json`,
-`deploy.yaml` (max_seq_len, precision, how the model was quantized, where it came from) and
-`manifest.json` (every file's size and checksum, checked by the predictor). It is written
-atomically, and a `check` (verification) runs on it before it takes the output's name. The
-checkpoint's structural transforms `convert` it (QAT writes fake-quant ops, which carry the INT8
-scales); a checkpoint without one is saved as its FP32 graph.
+`deploy.yaml` (max_seq_len, precision, how the model was quantized and its weights stored, where
+it came from) and `manifest.json` (every file's size and checksum, checked by the predictor). It
+is written atomically, and a `check` (verification) runs on it before it takes the output's name.
+The checkpoint's structural transforms `convert` it (QAT writes fake-quant ops, which carry the
+INT8 scales, and stores per-tensor quantized weights as int8); a checkpoint without one is saved
+as its FP32 graph.
 """
 import dataclasses
 import functools
@@ -22,9 +23,10 @@ from ernie_qat.atomic import atomic_folder, write_manifest
 from ernie_qat.data.batching import encode
 from ernie_qat.data.loader import read_examples
 from ernie_qat.data.sources import data_file
-from ernie_qat.deploy import DEPLOY_FILE, MODEL_PREFIX, PRECISIONS, Predictor
+from ernie_qat.deploy import DEPLOY_FILE, FORMAT, MODEL_PREFIX, PRECISIONS, Predictor
 from ernie_qat.errors import UserError
 from ernie_qat.plugins import build_transforms
+from ernie_qat.quant.int8_storage import weight_storage
 from ernie_qat.train.checkpoint import load_checkpoint
 from ernie_qat.train.metrics import classification_metrics
 from ernie_qat.train.evaluate import predict_logits
@@ -88,8 +90,8 @@ def write_deploy_folder(output, save_model: Callable[[str], None], tokenizer, la
     """Write a deployment folder atomically; `save_model(prefix)` writes prefix.pdmodel/.pdiparams.
 
     `deploy` (precision, max_seq_len, quantization, checkpoint, ...) goes into deploy.yaml with the
-    format and package version; `check(folder)`, if given, runs on the finished folder before it
-    replaces `output`.
+    format, the package version and how the weights are stored (`weights`: int8 or float32);
+    `check(folder)`, if given, runs on the finished folder before it replaces `output`.
     """
     output = Path(output)
     with atomic_folder(output) as staging:
@@ -98,7 +100,8 @@ def write_deploy_folder(output, save_model: Callable[[str], None], tokenizer, la
             save_model(str(staging / MODEL_PREFIX))
         tokenizer.save_pretrained(str(staging))
         labels.save(staging)
-        header = {"format": 1, "ernie_qat_version": ernie_qat.__version__}
+        header = {"format": FORMAT, "ernie_qat_version": ernie_qat.__version__,
+                  "weights": weight_storage(staging / MODEL_PREFIX)}
         (staging / DEPLOY_FILE).write_text(yaml.safe_dump({**header, **deploy}, sort_keys=False))
         write_manifest(staging)
         if check is not None:

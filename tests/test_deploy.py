@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from paddle.base.proto.framework_pb2 import VarType
 
 from conftest import ROOT, full_disk_at, make_toy_task, trained
+from ernie_qat import __version__
 from ernie_qat.atomic import MANIFEST, DamagedFileError
 from ernie_qat.deploy import DeployError, Predictor
 from ernie_qat.export import export
@@ -150,9 +151,19 @@ DAMAGE = {  # file: (new content, None to delete it, or a function of the old co
     "no deploy.yaml": ("deploy.yaml", None, "is not a deployment folder"),
     "malformed yaml": ("deploy.yaml", b"precision: [fp32", "deploy.yaml` is unreadable or not valid YAML"),
     "yaml not a mapping": ("deploy.yaml", b"- fp32\n", "deploy.yaml` must be a mapping, got list"),
-    "no max_seq_len": ("deploy.yaml", b"precision: fp32\n", "`max_seq_len` must be an integer >= 8, got None"),
-    "text max_seq_len": ("deploy.yaml", b"precision: fp32\nmax_seq_len: '32'\n", "got '32'"),
-    "no precision": ("deploy.yaml", b"max_seq_len: 32\n", "`precision` must be one of"),
+    "no max_seq_len": ("deploy.yaml", b"format: 2\nprecision: fp32\n",
+                       "`max_seq_len` must be an integer >= 8, got None"),
+    "text max_seq_len": ("deploy.yaml", b"format: 2\nprecision: fp32\nmax_seq_len: '32'\n", "got '32'"),
+    "no precision": ("deploy.yaml", b"format: 2\nmax_seq_len: 32\n", "`precision` must be one of"),
+    "no format": ("deploy.yaml", b"precision: fp32\nmax_seq_len: 32\n", "`format` must be an integer, got None"),
+    "older format": ("deploy.yaml", lambda data: data.replace(b"format: 2", b"format: 1"),
+                     f"was written by ernie-qat {__version__} in deployment format 1, older than the format 2 "
+                     f"that ernie-qat {__version__} reads; re-export it with tools/export.py"),
+    "newer format": ("deploy.yaml", lambda data: data.replace(b"format: 2", b"format: 3"),
+                     f"in deployment format 3, newer than the format 2 that ernie-qat {__version__} reads; re-export "
+                     "it with tools/export.py of this version, or upgrade ernie-qat"),
+    "unknown weights": ("deploy.yaml", lambda data: data.replace(b"weights: float32", b"weights: int4"),
+                        "`weights` must be one of ['float32', 'int8'], got 'int4'"),
     "no labels": ("labels.json", None, "labels.json` is missing or damaged"),
     "garbled labels": ("labels.json", b'["neg", "p', "labels.json` is missing or damaged"),
     "labels not names": ("labels.json", b"[1, 2]", "labels.json` must be a list of label names"),

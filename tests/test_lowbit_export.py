@@ -1,18 +1,18 @@
-"""Per-tensor low-bit QAT weights (TWN ternary W2A8, LSQ W4A8) export to oneDNN INT8 on their own grid;
-per-channel low-bit weights and registered activation quantizers refuse INT8 export with the reason."""
+"""Per-tensor low-bit QAT weights (TWN ternary W2A8, LSQ W4A8) export to oneDNN INT8 on their own grid, stored as
+int8 levels; per-channel low-bit weights and registered activation quantizers refuse INT8 export with the reason."""
 import re
 
 import numpy as np
-import paddle
 import pytest
 
 from conftest import trained
 from ernie_qat.config import QuantConfig
 from ernie_qat.deploy import MODEL_PREFIX, Predictor
 from ernie_qat.export import ExportError, export, verify
+from ernie_qat.quant.int8_storage import REBUILD_OP
 from ernie_qat.quant.lowbit import LSQQuantizer, TernaryQuantizer
-from ernie_qat.quant.onednn import PINNED_OP
 from ernie_qat.quant.qat import QATTransform
+from ernie_qat.quant.saved_model import opened_model
 from ernie_qat.train.checkpoint import load_checkpoint
 from test_export import reference_logits
 
@@ -25,18 +25,11 @@ def low_bit(toy_task, fp32_checkpoint, name, *overrides):
                    "train.learning_rate=1e-3", *overrides)
 
 
-def pinned_weights(prefix: str):
-    """(weight, pinned INT8 range) of every weight fake-quant op in the saved program at `prefix`."""
-    paddle.enable_static()
-    try:
-        scope, exe = paddle.static.Scope(), paddle.static.Executor(paddle.CPUPlace())
-        with paddle.static.scope_guard(scope):
-            block = paddle.static.load_inference_model(prefix, exe)[0].global_block()
-            value = lambda name: np.array(scope.find_var(name).get_tensor())
-            return [(value(op.input("X")[0]), float(value(op.input("InScale")[0])[0])) for op in block.ops
-                    if op.type == PINNED_OP and block.var(op.input("X")[0]).persistable]
-    finally:
-        paddle.disable_static()
+def stored_weights(prefix: str):
+    """(int8 levels, INT8 range) of every weight the saved program at `prefix` stores as int8."""
+    with opened_model(prefix) as model:
+        return [(model.tensor(op.input("X")[0]), float(model.tensor(op.input("Scale")[0])[0]))
+                for op in model.block.ops if op.type == REBUILD_OP]
 
 
 def trained_ranges(model):
@@ -50,16 +43,15 @@ def test_per_tensor_low_bit_weights_export_to_int8_on_their_grid(toy_task, fp32_
     checkpoint = low_bit(toy_task, fp32_checkpoint, name, *overrides, "train.max_steps=8")
     deploy = export(checkpoint, toy_task["dir"] / f"deploy_{name}", "int8")
 
-    weights = pinned_weights(str(deploy / MODEL_PREFIX))
+    weights = stored_weights(str(deploy / MODEL_PREFIX))
     assert len(weights) == 12  # the 6 encoder Linear layers of 2 layers
     np.testing.assert_allclose(sorted(r for _, r in weights), trained_ranges(load_checkpoint(checkpoint)[0]), rtol=1e-6)
-    for weight, int8_range in weights:
-        levels = weight / int8_range * 127
-        np.testing.assert_allclose(levels, np.round(levels), atol=1e-3)  # on the pinned grid
+    for levels, _ in weights:  # stored as the int8 levels of the pinned grid
+        assert levels.dtype == np.int8
         if name == "w2a8_ternary":
-            assert set(np.unique(np.round(levels))) == {-1, 0, 1}
+            assert set(np.unique(levels)) == {-1, 0, 1}
         else:
-            assert np.abs(np.round(levels)).max() <= 8 and len(np.unique(np.round(levels))) > 3
+            assert np.abs(levels).max() <= 8 and len(np.unique(levels)) > 3
 
     reference, items = reference_logits(checkpoint, toy_task["dir"] / "test.tsv")
     scale = np.abs(reference).max()

@@ -7,6 +7,7 @@ from paddle import inference
 
 from ernie_qat.deploy import native_output_silenced
 from ernie_qat.quant.onednn import PINNED_OP, WEIGHT_OP, pin_trained_scales
+from ernie_qat.quant.saved_model import opened_model
 
 SHAPE = [4, 16, 96]
 
@@ -37,8 +38,13 @@ def saved_qat_linear(prefix: str, weight_quantize_type: str, x: np.ndarray) -> n
     return reference
 
 
-def run(prefix: str, x: np.ndarray, int8: bool) -> np.ndarray:
-    config = inference.Config(f"{prefix}.pdmodel", f"{prefix}.pdiparams")
+def run(model, x: np.ndarray, int8: bool) -> np.ndarray:
+    """The output of a oneDNN predictor of `model`: a path prefix, or (program, parameters) bytes."""
+    if isinstance(model, str):
+        config = inference.Config(f"{model}.pdmodel", f"{model}.pdiparams")
+    else:
+        config = inference.Config()
+        config.set_model_buffer(model[0], len(model[0]), model[1], len(model[1]))
     config.disable_gpu()
     config.enable_mkldnn()
     if int8:
@@ -67,12 +73,8 @@ def relative_error(a, b) -> float:
 
 
 def op_types(prefix: str):
-    paddle.enable_static()
-    try:
-        program = paddle.static.load_inference_model(prefix, paddle.static.Executor(paddle.CPUPlace()))[0]
-        return [op.type for op in program.global_block().ops]
-    finally:
-        paddle.disable_static()
+    with opened_model(prefix) as model:
+        return [op.type for op in model.block.ops]
 
 
 @pytest.fixture
@@ -84,7 +86,9 @@ def test_pinned_per_tensor_weights_run_in_int8_as_trained(tmp_path, x):
     prefix = str(tmp_path / "model")
     reference = saved_qat_linear(prefix, "abs_max", x)
     unpinned_error = relative_error(run(prefix, x, int8=True), reference)
-    assert pin_trained_scales(prefix) == 1
+    with opened_model(prefix) as model:
+        assert pin_trained_scales(model) == 1
+        model.save(prefix)
     assert WEIGHT_OP not in op_types(prefix) and op_types(prefix).count(PINNED_OP) == 2  # weight and input
     assert relative_error(run(prefix, x, int8=False), reference) < 1e-6  # the same arithmetic in FP32
     # INT8 now differs from the fake-quant model by float rounding only (before: the mis-read scales)

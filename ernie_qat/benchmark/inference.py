@@ -22,7 +22,7 @@ import paddle
 
 import ernie_qat
 from ernie_qat.atomic import atomic_file, write_json
-from ernie_qat.deploy import DEPLOY_FILE, MODEL_PREFIX, DeployError, Predictor, read_deploy_config
+from ernie_qat.deploy import MODEL_PREFIX, DeployError, Predictor, read_deploy_config
 from ernie_qat.env import cache_dir
 
 SHAPES = {  # hidden, layers, heads, FFN, vocab
@@ -51,16 +51,16 @@ def _deploy_info(precision: str, shape: str, quantization) -> dict:
 def synthetic_deploy_dirs(shape: str, workdir: Optional[Path] = None) -> Dict[str, Path]:
     """{"fp32": dir, "int8": dir} of a random-weight 2-label ERNIE classifier of a named shape.
 
-    Cached under `workdir` (default `cache_dir()/bench/<shape>`) and reused while its deploy.yaml
-    records the same shape and package version. The INT8 export's activation scales come from a
-    few train-mode forwards on random ids.
+    Cached under `workdir` (default `cache_dir()/bench/<shape>`) and reused while its deploy.yaml is
+    of this version's format and records the same shape and package version. The INT8 export's
+    activation scales come from a few train-mode forwards on random ids.
     """
     if shape not in SHAPES:
         raise BenchmarkError(f"unknown shape `{shape}`; expected one of {list(SHAPES)}")
     workdir = Path(workdir) if workdir else cache_dir() / "bench" / shape
     dirs = {p: workdir / p for p in ("fp32", "int8")}
     wanted = {"shape": shape, **SHAPES[shape], "ernie_qat_version": ernie_qat.__version__}
-    if all((d / DEPLOY_FILE).exists() and read_deploy_config(d).get("synthetic") == wanted for d in dirs.values()):
+    if all(_cached_as(d, wanted) for d in dirs.values()):
         return dirs
     import dataclasses
     from paddlenlp.transformers import ErnieConfig, ErnieForSequenceClassification, ErnieTokenizer
@@ -93,6 +93,14 @@ def synthetic_deploy_dirs(shape: str, workdir: Optional[Path] = None) -> Dict[st
     write_deploy_folder(dirs["int8"], functools.partial(qat.convert, model), tokenizer, labels,
                         _deploy_info("int8", shape, dataclasses.asdict(quant)))
     return dirs
+
+
+def _cached_as(folder: Path, synthetic: dict) -> bool:
+    """Whether `folder` is a deployment folder of this version's format recording `synthetic`."""
+    try:
+        return read_deploy_config(folder).get("synthetic") == synthetic
+    except DeployError:  # missing, or of an older format
+        return False
 
 
 def random_inputs(rng: np.random.Generator, batch: int, seq_len: int, vocab_size: int):

@@ -20,47 +20,38 @@ QAT fake-quantized and nothing else.
 from typing import Dict, Optional
 
 import numpy as np
-import paddle
+
+from ernie_qat.quant.saved_model import OpenedModel
 
 WEIGHT_OP = "fake_quantize_dequantize_abs_max"
 PINNED_OP = "fake_quantize_dequantize_moving_average_abs_max"
 
 
-def pin_trained_scales(prefix: str, ranges: Optional[Dict[str, float]] = None) -> int:
-    """Rewrite the model at `prefix` (.pdmodel/.pdiparams) in place; returns the number of weights pinned.
+def pin_trained_scales(model: OpenedModel, ranges: Optional[Dict[str, float]] = None) -> int:
+    """Rewrite a saved QAT model's graph, opened for editing; returns the number of weights pinned.
 
     Args:
         ranges: INT8 ranges of weights by parameter name, pinned instead of their max|W|; each must be found.
     """
     ranges = ranges or {}
-    paddle.enable_static()
-    try:
-        scope, exe = paddle.static.Scope(), paddle.static.Executor(paddle.CPUPlace())
-        with paddle.static.scope_guard(scope):
-            program, feeds, fetches = paddle.static.load_inference_model(prefix, exe)
-            block = program.global_block()
-            pinned = []
-            for index, op in enumerate(block.ops):
-                if op.has_attr("out_threshold"):
-                    op._remove_attr("out_threshold")
-                if op.type != WEIGHT_OP or not block.var(op.input("X")[0]).persistable:
-                    continue
-                weight, scale = op.input("X")[0], op.output("OutScale")[0]
-                value = ranges[weight] if weight in ranges else np.abs(
-                    np.asarray(scope.find_var(weight).get_tensor())).max()
-                scope.find_var(scale).get_tensor().set(np.array([value], np.float32), paddle.CPUPlace())
-                attrs = {"bit_length": op.attr("bit_length"), "moving_rate": 0.9, "is_test": True,
-                         "round_type": op.attr("round_type") if op.has_attr("round_type") else 0}
-                out = op.output("Out")[0]
-                block._remove_op(index)
-                block._insert_op(index, type=PINNED_OP, inputs={"X": [weight], "InScale": [scale]},
-                                 outputs={"Out": [out], "OutScale": [scale]}, attrs=attrs)
-                pinned.append(weight)
-            unseen = sorted(set(ranges) - set(pinned))
-            if unseen:
-                raise ValueError(f"no weight fake-quant op reads {unseen} in `{prefix}.pdmodel`")
-            paddle.static.save_inference_model(prefix, [block.var(name) for name in feeds], fetches, exe,
-                                               program=program)
-        return len(pinned)
-    finally:
-        paddle.disable_static()
+    block = model.block
+    pinned = []
+    for index, op in enumerate(block.ops):
+        if op.has_attr("out_threshold"):
+            op._remove_attr("out_threshold")
+        if op.type != WEIGHT_OP or not block.var(op.input("X")[0]).persistable:
+            continue
+        weight, scale = op.input("X")[0], op.output("OutScale")[0]
+        value = ranges[weight] if weight in ranges else np.abs(model.tensor(weight)).max()
+        model.set_tensor(scale, np.array([value], np.float32))
+        attrs = {"bit_length": op.attr("bit_length"), "moving_rate": 0.9, "is_test": True,
+                 "round_type": op.attr("round_type") if op.has_attr("round_type") else 0}
+        out = op.output("Out")[0]
+        block._remove_op(index)
+        block._insert_op(index, type=PINNED_OP, inputs={"X": [weight], "InScale": [scale]},
+                         outputs={"Out": [out], "OutScale": [scale]}, attrs=attrs)
+        pinned.append(weight)
+    unseen = sorted(set(ranges) - set(pinned))
+    if unseen:
+        raise ValueError(f"no weight fake-quant op reads {unseen} in the saved model")
+    return len(pinned)

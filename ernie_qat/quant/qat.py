@@ -12,6 +12,7 @@ INT8 export takes 8-bit activations from PaddleSlim's quantizer and 8-bit weight
 or per-tensor weights from a registered quantizer whose output lies on an 8-bit grid
 (`int8_weight`: lsq at 2..8 bits, ternary): those are saved quantized, behind PaddleSlim's 8-bit
 weight fake-quant with the grid's range pinned, so INT8 computes the trained low-bit weights.
+Per-tensor weights are stored as int8 (ernie_qat.quant.int8_storage); per-channel ones as float32.
 """
 import copy
 import warnings
@@ -22,8 +23,10 @@ from paddle.nn.quant.quant_layers import FakeQuantAbsMax, MAOutputScaleLayer, Qu
 
 from ernie_qat.config import QuantConfig
 from ernie_qat.models.classifier import INPUT_SPEC, replace_sublayer
+from ernie_qat.quant.int8_storage import store_int8_weights
 from ernie_qat.quant.onednn import pin_trained_scales
 from ernie_qat.quant.quantizers import QUANTIZER_LAYERS, QuantizerSpec, build_quantizer, quantizer_parameters
+from ernie_qat.quant.saved_model import opened_model
 from ernie_qat.train.hooks import TRANSFORMS, ModelTransform, ParamGroup
 
 
@@ -102,7 +105,10 @@ class QATTransform(ModelTransform):
         ranges = _weights_on_int8_grid(model) if per_tensor else {}
         self.qat.save_quantized_model(model, prefix, input_spec=INPUT_SPEC)
         if per_tensor:
-            pin_trained_scales(prefix, ranges)
+            with opened_model(prefix) as saved:
+                pin_trained_scales(saved, ranges)
+                store_int8_weights(saved)
+                saved.save(prefix)
         else:
             warnings.warn("per-channel weights: Paddle 2.6's oneDNN INT8 pass quantizes fc weights with scales read "
                           "along the wrong axis, so the INT8 model differs from the trained one (see --verify); "

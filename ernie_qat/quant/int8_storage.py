@@ -1,0 +1,85 @@
+"""Quantized Linear weights stored as int8 in a saved inference model, and rebuilt to float32 at load.
+
+A pinned per-tensor weight fake-quant op (ernie_qat.quant.onednn) rounds its weight W to the levels
+k = round(127·W/r), |k| <= 127, of its range r, and computes k·r/127. Export stores k as an int8
+tensor, and a `dequantize_abs_max` op (Out = Scale·X/127, its Scale the fake-quant op's range r)
+rebuilds k·r/127 in front of the fake-quant op. The fake-quant op rounds that back to k, so the
+graph computes what it computed with W, in FP32 and in INT8, at a quarter of the weight's size.
+
+A plain Paddle 2.6 predictor reads such a model with the same outputs in FP32, but its oneDNN INT8
+passes leave the Linear layers in FP32: its constant folding does not fold the rebuild op, so no fc
+gets a stored weight to quantize. Paddle's own int8 weight form (`dequantize_linear`, PaddleSlim's
+`onnx_format`) is folded by `quant_dequant_mkldnn_pass`, but then the weight scales are computed
+along the misread axis again (no fake-quant op reads the stored weight to pin its scale; tiny QAT
+model: relative error 2.1e-3 against the trained model, 1.2e-4 with pinned scales). So
+`float_weight_buffers` folds the rebuild ops before Paddle sees the model, and the predictor runs
+exactly the graph of a float-weight export, with the weights on their trained levels.
+"""
+from pathlib import Path
+from typing import Tuple
+
+import numpy as np
+from paddle.base.proto.framework_pb2 import ProgramDesc
+
+from ernie_qat.quant.onednn import PINNED_OP
+from ernie_qat.quant.saved_model import OpenedModel, opened_model
+
+REBUILD_OP = "dequantize_abs_max"
+LEVELS = 127  # an 8-bit range's largest level
+
+
+def store_int8_weights(model: OpenedModel) -> int:
+    """Store the weights of a saved model's pinned fake-quant ops as int8, in its graph opened for editing;
+    returns how many."""
+    block = model.block
+    stored = 0
+    for index in reversed(range(len(block.ops))):  # inserting an op shifts those after it
+        op = block.ops[index]
+        weight = op.input("X")[0] if op.type == PINNED_OP else None
+        if weight is None or not block.var(weight).persistable:
+            continue
+        if op.attr("bit_length") != 8:
+            raise ValueError(f"`{weight}` is fake-quantized to {op.attr('bit_length')} bits; int8 storage needs 8")
+        scale = op.input("InScale")[0]
+        levels = _levels(model.tensor(weight), model.tensor(scale)[0], op.attr("round_type"))
+        int8 = block.create_var(name=f"{weight}.int8", shape=levels.shape, dtype="int8", persistable=True)
+        model.set_tensor(int8.name, levels)
+        block.var(weight).persistable = False
+        block._insert_op(index, type=REBUILD_OP, inputs={"X": [int8.name], "Scale": [scale]},
+                         outputs={"Out": [weight]}, attrs={"max_range": float(LEVELS)})
+        stored += 1
+    return stored
+
+
+def _levels(weight: np.ndarray, weight_range: np.float32, round_type: int) -> np.ndarray:
+    """The int8 levels the fake-quant op rounds `weight` to: its float32 arithmetic and its rounding of ties
+    (round_type 0: to even; 1: away from zero)."""
+    x = np.float32(LEVELS) * (np.float32(1) / weight_range) * weight
+    levels = np.rint(x)
+    if round_type == 1:
+        levels = np.where(np.abs(x - np.trunc(x)) == 0.5, np.trunc(x) + np.sign(x), levels)
+    return np.clip(levels, -LEVELS, LEVELS).astype(np.int8)
+
+
+def float_weight_buffers(prefix: str) -> Tuple[bytes, bytes]:
+    """The model at `prefix` with its int8 weights rebuilt to float32 and their rebuild ops removed, as
+    (program, parameters) bytes for `inference.Config.set_model_buffer`."""
+    with opened_model(prefix) as model:
+        block = model.block
+        for index in reversed(range(len(block.ops))):
+            op = block.ops[index]
+            if op.type != REBUILD_OP:
+                continue
+            int8, scale, weight = op.input("X")[0], op.input("Scale")[0], op.output("Out")[0]
+            rebuilt = model.tensor(scale) * model.tensor(int8).astype(np.float32) / np.float32(op.attr("max_range"))
+            model.set_tensor(weight, rebuilt)
+            block.var(weight).persistable = True
+            block._remove_op(index)
+            block._remove_var(int8)
+        return model.serialize()
+
+
+def weight_storage(prefix) -> str:
+    """"int8" if the model at `prefix` stores weights as int8 (rebuild ops), else "float32"."""
+    program = ProgramDesc.FromString(Path(f"{prefix}.pdmodel").read_bytes())
+    return "int8" if any(op.type == REBUILD_OP for op in program.blocks[0].ops) else "float32"
