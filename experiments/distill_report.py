@@ -74,6 +74,12 @@ def seed_statistics(seeds: dict, fp32: dict) -> dict:
                                                       for run in seeds.values())}
 
 
+def accuracy_cell(row: dict) -> str:
+    """"mean ± std (per seed)" of a row's test accuracy."""
+    per_seed = ", ".join(f"{a:.2f}" for a in row["test_accuracy"])
+    return f"{row['mean']:.2f} ± {row['std']:.2f} ({per_seed})"
+
+
 def markdown(task: str, rows: list, fp32: dict) -> str:
     lines = [f"FP32 teacher (runs/{task}_minilm_fp32): test accuracy {fp32['test']['accuracy']:.2f}, "
              f"macro-F1 {fp32['test']['macro_f1']:.2f}.", "",
@@ -81,13 +87,12 @@ def markdown(task: str, rows: list, fp32: dict) -> str:
              "(agreement, max abs Δlogit) | steps to KD's final dev accuracy | s / step |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        per_seed = ", ".join(f"{a:.2f}" for a in r["test_accuracy"])
         int8 = r["int8"]
         deployed = (f"{int8['exported']['accuracy']:.2f} ({int8['agreement']:.2f}%, {int8['max_abs_logit_diff']:.3f})"
                     if int8 else "not exported")
         reached = f"{r['steps_to_kd_final']} of {r['steps']}" if r["steps_to_kd_final"] is not None else \
             f"not within {r['steps']}"
-        lines.append(f"| {FORMATS[r['format']]} | {METHODS[r['method']]} | {r['mean']:.2f} ± {r['std']:.2f} ({per_seed}) "
+        lines.append(f"| {FORMATS[r['format']]} | {METHODS[r['method']]} | {accuracy_cell(r)} "
                      f"| {r['macro_f1']:.2f} | {r['percent_of_fp32']:.1f} | {deployed} | {reached} "
                      f"| {r['train_seconds_per_step']:.2f} |")
     return "\n".join(lines) + "\n"

@@ -13,7 +13,7 @@ import json
 import statistics
 from pathlib import Path
 
-from distill_report import load_runs, plot, seed_statistics
+from distill_report import accuracy_cell, load_runs, plot, seed_statistics
 
 from ernie_qat import cli
 from ernie_qat.atomic import read_jsonl, write_json, write_text
@@ -59,11 +59,10 @@ def markdown(task: str, rows: list, fp32: dict, rho: "float | None") -> str:
              "| sharpness: worst case / random average | step time vs plain (in-step) |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        per_seed = ", ".join(f"{a:.2f}" for a in r["test_accuracy"])
         delta = f"{r['vs_qat']:+.2f}" if r["vs_qat"] is not None else "–"
         sharp = f"{r['sharpness']['worst_case']:.4f} / {r['sharpness']['average']:.5f}" if r["sharpness"] else "–"
         ratio = f"{r['time_vs_plain']:.2f}×" if r["time_vs_plain"] else "–"
-        lines.append(f"| {FORMATS[r['format']]} | {label(r['method'])} | {r['mean']:.2f} ± {r['std']:.2f} ({per_seed}) "
+        lines.append(f"| {FORMATS[r['format']]} | {label(r['method'])} | {accuracy_cell(r)} "
                      f"| {delta} | {r['macro_f1']:.2f} | {r['percent_of_fp32']:.1f} | {sharp} | {ratio} |")
     return "\n".join(lines) + "\n"
 
