@@ -4,6 +4,7 @@ Nothing here asserts speed: the machine may be busy.
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -11,12 +12,12 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from ernie_qat.benchmark.inference import (model_size_mb, random_inputs, run_benchmark, synthetic_deploy_dirs,
-                                           time_predictor)
+from ernie_qat.benchmark.inference import (MEMORY_KEYS, BenchmarkError, _peak_rss_mb, model_size_mb, random_inputs,
+                                           run_benchmark, synthetic_deploy_dirs, time_predictor)
 from ernie_qat.deploy import Predictor
 
 ROW_KEYS = {"model", "engine", "threads", "batch", "seq_len", "p50_ms", "p90_ms", "p99_ms", "throughput",
-            "speedup", "size_mb"}
+            "speedup", "size_mb", *MEMORY_KEYS}
 
 
 @pytest.fixture(scope="module")
@@ -46,12 +47,39 @@ def test_time_predictor(tiny_dirs):
     assert stats["throughput"] > 0
 
 
+def assert_measured(rows):
+    """Load time and memory are measured, and are the same in every row of an engine."""
+    for r in rows:
+        assert r["load_s"] > 0 and r["rss_mb"] > 0 and r["peak_rss_mb"] >= r["baseline_rss_mb"] > 0, r
+        assert r["rss_mb"] == pytest.approx(r["peak_rss_mb"] - r["baseline_rss_mb"])
+        assert all(q[k] == r[k] for q in rows if q["engine"] == r["engine"] for k in MEMORY_KEYS)
+
+
 def test_run_benchmark_rows(tiny_dirs):
+    ballast = np.ones(64 * 2**20)  # 512 MiB: this process's peak now exceeds a child's whole peak
+    parent_peak = _peak_rss_mb()
     rows = run_benchmark({"tiny": tiny_dirs}, batches=[1, 2], seq_lens=[8], threads_list=[1], runs=2, warmup=1)
+    del ballast
     assert [r["engine"] for r in rows] == ["paddle-fp32", "paddle-int8"] * 2
     assert all(ROW_KEYS <= set(r) for r in rows)
     assert all(r["speedup"] == 1.0 for r in rows if r["engine"] == "paddle-fp32")
     assert [(r["batch"], r["seq_len"]) for r in rows] == [(1, 8), (1, 8), (2, 8), (2, 8)]
+    assert [r["size_mb"] for r in rows[:2]] == [model_size_mb(tiny_dirs["fp32"]), model_size_mb(tiny_dirs["int8"])]
+    assert_measured(rows)
+    # The child's own peak, not its parent's (getrusage's ru_maxrss reports the parent's after vfork + exec).
+    assert all(r["peak_rss_mb"] < parent_peak for r in rows)
+
+
+def test_child_failure_names_the_engine(tiny_dirs, tmp_path):
+    damaged = shutil.copytree(tiny_dirs["fp32"], tmp_path / "damaged")
+    params = damaged / "model.pdiparams"
+    data = bytearray(params.read_bytes())
+    data[-1] ^= 0xFF
+    params.write_bytes(bytes(data))
+    expected = (r"(?s)paddle-fp32 on `.*damaged`, OMP_NUM_THREADS=1: measuring its load time and memory in a "
+                r"child process failed \(exit code 2\); the child's stderr ends with:\n.*model\.pdiparams` is damaged")
+    with pytest.raises(BenchmarkError, match=expected):
+        run_benchmark({"bad": {"fp32": damaged}}, batches=[1], seq_lens=[8], threads_list=[1], runs=1, warmup=0)
 
 
 def test_run_benchmark_onnxruntime(tiny_dirs, tmp_path, monkeypatch):
@@ -62,6 +90,7 @@ def test_run_benchmark_onnxruntime(tiny_dirs, tmp_path, monkeypatch):
     assert [r["engine"] for r in rows] == ["paddle-fp32", "paddle-int8", "ort-fp32", "ort-int8"]
     assert all(r["ort_path"] for r in rows if r["engine"].startswith("ort"))
     assert "quantize_dynamic" in rows[-1]["ort_path"]
+    assert_measured(rows)
 
 
 def test_cli_writes_json_and_png(tmp_path):
@@ -75,7 +104,9 @@ def test_cli_writes_json_and_png(tmp_path):
     assert [r["engine"] for r in report["rows"]] == ["paddle-fp32", "paddle-int8"]
     assert report["machine"]["cores"] >= 1 and report["machine"]["versions"]["paddlepaddle"]
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert b"paddle-int8" in result.stdout
+    assert b"paddle-int8" in result.stdout and b"rss_mb" in result.stdout
+    assert report["settings"]["memory"] is True
+    assert_measured(report["rows"])
 
 
 def test_cli_real_export_and_user_errors(tiny_dirs, tmp_path):
@@ -84,11 +115,13 @@ def test_cli_real_export_and_user_errors(tiny_dirs, tmp_path):
                               capture_output=True, timeout=300)
     out_json = tmp_path / "bench.json"
     result = run("--model", tiny_dirs["int8"], "--batch", "1", "--seq-len", "8", "--threads", "1", "--runs", "1",
-                 "--warmup", "0", "--no-ort", "--json", out_json)
+                 "--warmup", "0", "--no-ort", "--no-memory", "--json", out_json)
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     rows = json.loads(out_json.read_text())["rows"]  # an INT8 export is also timed with its graph in FP32
     assert [(r["engine"], r["path"]) for r in rows] == [("paddle-fp32", str(tiny_dirs["int8"])),
                                                         ("paddle-int8", str(tiny_dirs["int8"]))]
+    assert all(r[k] is None for r in rows for k in MEMORY_KEYS)  # --no-memory: no child processes
+    assert [line.split()[-2:] for line in result.stdout.decode().splitlines()[2:4]] == [["-", "-"]] * 2
     for args in (["--model", tmp_path], ["--model", tiny_dirs["int8"], "--seq-len", "600"],
                  ["--model", tiny_dirs["fp32"], "--fp32-model", tiny_dirs["fp32"]]):
         result = run(*args, "--no-ort")

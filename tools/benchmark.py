@@ -13,7 +13,13 @@ FP32 export; they convert it with paddle2onnx, apply ORT's BERT fusion where it 
 with `quantize_dynamic`; the `ort_path` column says which path was used.
 
 Latency is per batch in ms (p50/p90/p99 over --runs after --warmup); throughput is sequences/s at
-p50; speedup is against paddle-fp32 of the same model, threads, batch and sequence length.
+p50; speedup is against paddle-fp32 of the same model, threads, batch and sequence length. size_mb
+is the model on disk (model.pdmodel + model.pdiparams; the .onnx file for ONNX Runtime). Each
+predictor or session (model, engine, threads) is also loaded in a fresh process with OMP_NUM_THREADS
+set to its threads: load_s is the time to construct it, rss_mb the resident memory it adds (peak
+after loading and one call at the largest --batch and --seq-len, less the peak after the imports;
+the JSON keeps both, peak_rss_mb and baseline_rss_mb, in MB of 10^6 bytes). --no-memory skips these
+child processes (one per engine and thread count); the columns then show "-".
 
 --train times one real training step (forward, backward, AdamW with clipping; random-weight model
 of --shape, default minilm; 8 labels; dropout 0.1) for paddle-fp32, paddle-qat (PaddleSlim
@@ -101,6 +107,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=cli.non_negative_int, help="untimed runs before them (default 5; --train: 2)")
     parser.add_argument("--ort", action=argparse.BooleanOptionalAction, default=True,
                         help="add ONNX Runtime rows (skipped with a note if onnxruntime is missing)")
+    parser.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
+                        help="measure load time and peak memory of each engine in a child process")
     parser.add_argument("--json", metavar="PATH", help="write rows and machine info as JSON")
     parser.add_argument("--png", metavar="PATH", help="write a p50 latency bar chart")
     parser.add_argument("--train", action="store_true",
@@ -119,10 +127,10 @@ def main() -> None:
     machine = machine_info()
     models = collect_models(args, parser)
     rows = run_benchmark(models, args.batch, args.seq_len, args.threads, args.runs, args.warmup, ort=args.ort,
-                         progress=True)
+                         memory=args.memory, progress=True)
     print(format_table(rows))
     if args.json:
-        settings = {k: getattr(args, k) for k in ("batch", "seq_len", "threads", "runs", "warmup", "ort")}
+        settings = {k: getattr(args, k) for k in ("batch", "seq_len", "threads", "runs", "warmup", "ort", "memory")}
         report = {"machine": machine, "settings": settings,
                   "models": {name: {p: str(d) for p, d in dirs.items()} for name, dirs in models.items()},
                   "rows": rows}

@@ -4,6 +4,14 @@ Models are deployment folders (tools/export.py) or random-weight synthetic ones 
 built and exported here once and cached under `cache_dir()/bench/<shape>`. Latency is per
 `logits` call on random token ids without padding; throughput is sequences/s at the p50 latency.
 
+Besides latency, each engine's size on disk (the model files it loads) and, measured in a fresh
+process (`measure_engine`) because a process's peak memory only grows, its load time and its peak
+resident memory: after the imports (baseline) and after loading and one call at the largest batch
+and sequence length of the run (peak); the table shows the engine's own share, peak - baseline.
+Loading a Predictor includes what `Predictor()` does: the manifest's checksums, the tokenizer, the
+model checks, creating the Paddle predictor and one check call; an ONNX Runtime session, its creation.
+The child imports Paddle for every engine, so ONNX Runtime baselines include it too.
+
 Example:
     dirs = synthetic_deploy_dirs("minilm")
     rows = run_benchmark({"minilm": dirs}, batches=[8], seq_lens=[128], threads_list=[2], runs=20, warmup=5)
@@ -12,7 +20,10 @@ Example:
 import functools
 import hashlib
 import json
+import os
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -37,6 +48,9 @@ SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 CALIBRATION_BATCHES, CALIBRATION_SHAPE = 4, (4, 64)  # train-mode forwards that set the activation scales
 ENGINES = ("paddle-fp32", "paddle-int8", "ort-fp32", "ort-int8")
 ONNX_OPSET = 13
+MEMORY_KEYS = ("load_s", "rss_mb", "peak_rss_mb", "baseline_rss_mb")  # per engine, from `measure_engine`
+MEMORY_CHILD = ("from ernie_qat import cli; from ernie_qat.benchmark.inference import _measure_engine_child as m; "
+                "cli.run(m)")  # a UserError (damaged folder, ...) ends its stderr as one `error: ...` line
 
 
 class BenchmarkError(DeployError):
@@ -130,7 +144,8 @@ def time_predictor(predictor: Predictor, batch: int, seq_len: int, runs: int = 2
 
 
 def model_size_mb(deploy_dir) -> float:
-    """Size of model.pdiparams + model.pdmodel on disk, in MB (10^6 bytes)."""
+    """Size of model.pdiparams + model.pdmodel on disk, in MB (10^6 bytes): the files the predictor loads
+    (an int8-weight folder keeps its int8 weights and their ranges in the same two files)."""
     return sum((Path(deploy_dir) / f"{MODEL_PREFIX}{s}").stat().st_size for s in (".pdiparams", ".pdmodel")) / 1e6
 
 
@@ -224,6 +239,71 @@ def ort_runner(path, threads: int):
     return lambda ids, types: session.run(None, dict(zip(names, (ids, types))))[0]
 
 
+def load_engine(engine: str, path, threads: int):
+    """(fn(input_ids, token_type_ids) -> logits, vocabulary size) of one of ENGINES: a Predictor on a
+    deployment folder (paddle-fp32, paddle-int8), or an ONNX Runtime session on an .onnx file (ort-fp32,
+    ort-int8; vocabulary size None: the file has none)."""
+    if engine.startswith("paddle"):
+        predictor = Predictor(path, precision=engine.split("-")[1], threads=threads)
+        return predictor.logits, len(predictor.tokenizer.vocab)
+    return ort_runner(path, threads), None
+
+
+def measure_engine(engine: str, path, threads: int, batch: int, seq_len: int, vocab: Optional[int] = None) -> dict:
+    """Load time and peak memory of an engine (see `load_engine`), in a fresh process with OMP_NUM_THREADS=threads.
+
+    Returns {"load_s": seconds to construct the engine, "peak_rss_mb": the process's peak resident
+    memory after loading and one call on random [batch, seq_len] ids (below `vocab`, needed for ONNX
+    Runtime; default: the predictor's vocabulary size), "baseline_rss_mb": its peak
+    after the imports, before loading, "rss_mb": peak - baseline}, in MB (10^6 bytes).
+
+    Raises:
+        BenchmarkError: the child process failed, naming the engine and quoting the end of its stderr.
+    """
+    args = {"engine": engine, "path": str(path), "threads": threads, "batch": batch, "seq_len": seq_len,
+            "vocab": vocab}
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "measured.json"
+        result = subprocess.run([sys.executable, "-c", MEMORY_CHILD, json.dumps(args), str(out)],
+                                env={**os.environ, "OMP_NUM_THREADS": str(threads)}, capture_output=True,
+                                text=True, errors="replace")
+        if result.returncode != 0 or not out.exists():
+            output = (result.stderr.strip() or result.stdout.strip()).splitlines()
+            tail = "\n".join("    " + line for line in output[-8:])
+            status = (f"killed by signal {-result.returncode}" if result.returncode < 0
+                      else f"exit code {result.returncode}")
+            raise BenchmarkError(f"{engine} on `{path}`, OMP_NUM_THREADS={threads}: measuring its load time and memory "
+                                 f"in a child process failed ({status}); the child's stderr ends with:\n"
+                                 f"{tail or '(nothing)'}")
+        measured = json.loads(out.read_text())
+    return {"load_s": measured["load_s"], "rss_mb": measured["peak_rss_mb"] - measured["baseline_rss_mb"],
+            "peak_rss_mb": measured["peak_rss_mb"], "baseline_rss_mb": measured["baseline_rss_mb"]}
+
+
+def _measure_engine_child() -> None:
+    """`measure_engine`'s child: sys.argv[1] its arguments as JSON, sys.argv[2] the file to write the results to."""
+    args = json.loads(sys.argv[1])
+    if args["engine"].startswith("ort"):
+        import onnxruntime  # noqa: F401 -- an import, counted in the baseline like paddle's
+    baseline = _peak_rss_mb()
+    start = time.perf_counter()
+    run, vocab = load_engine(args["engine"], args["path"], args["threads"])
+    load_s = time.perf_counter() - start
+    run(*random_inputs(np.random.default_rng(0), args["batch"], args["seq_len"], vocab or args["vocab"]))
+    write_json(sys.argv[2], {"load_s": load_s, "peak_rss_mb": _peak_rss_mb(), "baseline_rss_mb": baseline})
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM, Linux) in MB (10^6 bytes).
+
+    Not getrusage's ru_maxrss: a process started by `subprocess` (vfork, then exec) inherits its
+    parent's peak there (a child of a 435 MB parent reported 435 MB; its VmHWM, 11 MB)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024 / 1e6  # kB
+    raise BenchmarkError("/proc/self/status has no VmHWM line: peak memory is measured on Linux only")
+
+
 def _relative_logit_diff(a: Path, b: Path) -> float:
     """max |logits_a - logits_b| / max |logits_a| of two ONNX models on random ids."""
     ids, types = random_inputs(np.random.default_rng(1), 2, 16, 100)
@@ -233,13 +313,15 @@ def _relative_logit_diff(a: Path, b: Path) -> float:
 
 def run_benchmark(models: Dict[str, Dict[str, Path]], batches: Sequence[int], seq_lens: Sequence[int],
                   threads_list: Sequence[int], runs: int = 20, warmup: int = 5, ort: bool = False,
-                  progress: bool = False) -> List[dict]:
+                  memory: bool = True, progress: bool = False) -> List[dict]:
     """Time every (model, engine, threads, batch, seq_len); returns one row (dict) each.
 
     `models` maps a name to {"fp32": dir, "int8": dir} (either may be missing; a quantized export may
     serve as "fp32": its fake-quant graph then runs in FP32). `ort` adds ort-fp32 / ort-int8 rows for
     models whose "fp32" folder is a plain FP32 export. Row keys: model, engine, threads, batch, seq_len,
-    p50_ms, p90_ms, p99_ms, throughput (sequences/s), speedup (vs paddle-fp32 p50), size_mb, path,
+    p50_ms, p90_ms, p99_ms, throughput (sequences/s), speedup (vs paddle-fp32 p50), size_mb (model
+    files on disk), load_s, rss_mb, peak_rss_mb, baseline_rss_mb (`measure_engine`, one child process
+    per (model, engine, threads), at the largest batch and seq_len; all None unless `memory`), path,
     and ort_path on ONNX Runtime rows. One predictor or session per (engine, threads).
     """
     from tqdm import tqdm
@@ -269,26 +351,30 @@ def run_benchmark(models: Dict[str, Dict[str, Path]], batches: Sequence[int], se
             plan.append((name, "ort-fp32", info["fp32"], info["ort_fp32_path"]))
             plan.append((name, "ort-int8", info["int8"], info["ort_path"]))
     rows = []
-    steps = tqdm(total=len(plan) * len(threads_list) * len(batches) * len(seq_lens), disable=not progress,
-                 file=sys.stderr, desc="benchmark")
-    for threads in threads_list:
-        for name, engine, path, ort_path in plan:
-            if engine.startswith("paddle"):
-                predictor = Predictor(path, precision=engine.split("-")[1], threads=threads)
-                run, vocab, size = predictor.logits, len(predictor.tokenizer.vocab), model_size_mb(path)
-            else:
-                run, vocab = ort_runner(path, threads), _vocab_size(models[name]["fp32"])
-                size = Path(path).stat().st_size / 1e6
-            for batch in batches:
-                for seq_len in seq_lens:
-                    steps.set_postfix_str(f"{name} {engine} t{threads} b{batch} s{seq_len}")
-                    ids, types = random_inputs(np.random.default_rng(0), batch, seq_len, vocab)
-                    rows.append({"model": name, "engine": engine, "threads": threads, "batch": batch,
-                                 "seq_len": seq_len, **time_callable(run, (ids, types), batch, runs, warmup),
-                                 "size_mb": size, "path": str(path), **({"ort_path": ort_path} if ort_path else {})})
-                    steps.update()
-            run = predictor = None  # free this engine's memory before the next one
-    steps.close()
+    with tqdm(total=len(plan) * len(threads_list) * len(batches) * len(seq_lens), disable=not progress,
+              file=sys.stderr, desc="benchmark") as steps:  # closed on an error too: its message starts a line
+        for threads in threads_list:
+            for name, engine, path, ort_path in plan:
+                onnx_vocab = None if engine.startswith("paddle") else _vocab_size(models[name]["fp32"])
+                loading = dict.fromkeys(MEMORY_KEYS)
+                if memory:  # before this process loads the engine: the child then has the machine to itself
+                    steps.set_postfix_str(f"{name} {engine} t{threads} load time and memory")
+                    loading = measure_engine(engine, path, threads, max(batches), max(seq_lens), onnx_vocab)
+                run, vocab = load_engine(engine, path, threads)
+                if engine.startswith("paddle"):
+                    size = model_size_mb(path)
+                else:
+                    vocab, size = onnx_vocab, Path(path).stat().st_size / 1e6
+                for batch in batches:
+                    for seq_len in seq_lens:
+                        steps.set_postfix_str(f"{name} {engine} t{threads} b{batch} s{seq_len}")
+                        ids, types = random_inputs(np.random.default_rng(0), batch, seq_len, vocab)
+                        rows.append({"model": name, "engine": engine, "threads": threads, "batch": batch,
+                                     "seq_len": seq_len, **time_callable(run, (ids, types), batch, runs, warmup),
+                                     "size_mb": size, **loading, "path": str(path),
+                                     **({"ort_path": ort_path} if ort_path else {})})
+                        steps.update()
+                run = None  # free this engine's memory before the next one
     key = lambda r: (r["model"], r["threads"], r["batch"], r["seq_len"])  # noqa: E731
     base = {key(r): r["p50_ms"] for r in rows if r["engine"] == "paddle-fp32"}
     for r in rows:
@@ -304,7 +390,7 @@ def _vocab_size(deploy_dir) -> int:
 
 TABLE_COLUMNS = [("model", "{}"), ("engine", "{}"), ("threads", "{}"), ("batch", "{}"), ("seq_len", "{}"),
                  ("p50_ms", "{:.1f}"), ("p90_ms", "{:.1f}"), ("p99_ms", "{:.1f}"), ("throughput", "{:.1f}"),
-                 ("speedup", "{:.2f}x"), ("size_mb", "{:.1f}")]
+                 ("speedup", "{:.2f}x"), ("size_mb", "{:.1f}"), ("load_s", "{:.2f}"), ("rss_mb", "{:.0f}")]
 
 
 def text_table(columns: Sequence[tuple], rows: Sequence[dict]) -> List[str]:
@@ -319,7 +405,8 @@ def text_table(columns: Sequence[tuple], rows: Sequence[dict]) -> List[str]:
 
 
 def format_table(rows: Sequence[dict]) -> str:
-    """Plain-text table: latency in ms, throughput in sequences/s, speedup vs paddle-fp32, size in MB."""
+    """Plain-text table: latency in ms, throughput in sequences/s, speedup vs paddle-fp32, size on disk in MB,
+    load time in s and the engine's peak resident memory in MB (peak - baseline; "-" when not measured)."""
     paths = sorted({r["ort_path"] for r in rows if r.get("ort_path")})
     return "\n".join(text_table(TABLE_COLUMNS, rows) + [f"ort path: {p}" for p in paths])
 
