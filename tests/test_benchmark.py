@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from ernie_qat.benchmark.inference import (MEMORY_KEYS, BenchmarkError, _peak_rss_mb, model_size_mb, random_inputs,
-                                           run_benchmark, synthetic_deploy_dirs, time_predictor)
+from ernie_qat.benchmark.footprint import MEMORY_KEYS, _peak_rss_mb
+from ernie_qat.benchmark.inference import (BenchmarkError, model_size_mb, random_inputs, run_benchmark,
+                                           synthetic_deploy_dirs, time_predictor)
 from ernie_qat.deploy import Predictor
 
 ROW_KEYS = {"model", "engine", "threads", "batch", "seq_len", "p50_ms", "p90_ms", "p99_ms", "throughput",
