@@ -23,6 +23,7 @@ from paddle.nn.quant.quant_layers import FakeQuantAbsMax, MAOutputScaleLayer, Qu
 
 from ernie_qat.config import QuantConfig
 from ernie_qat.models.classifier import INPUT_SPEC, replace_sublayer
+from ernie_qat.quant.int16_pairs import pair_int8_weights
 from ernie_qat.quant.int8_storage import store_int8_weights
 from ernie_qat.quant.onednn import pin_trained_scales
 from ernie_qat.quant.quantizers import QUANTIZER_LAYERS, QuantizerSpec, build_quantizer, quantizer_parameters
@@ -103,6 +104,11 @@ class QATTransform(ModelTransform):
         model.eval()
         per_tensor = self.cfg.weight_quantize_type == "abs_max"
         ranges = _weights_on_int8_grid(model) if per_tensor else {}
+        if per_tensor:
+            unpaired = pair_int8_weights(model.net.ernie, ranges)
+            if unpaired:
+                warnings.warn(f"{unpaired} neighbouring weight pairs can overflow int16 in oneDNN's int8 GEMM on CPUs "
+                              "without VNNI (ernie_qat.quant.int16_pairs); see --verify", stacklevel=2)
         self.qat.save_quantized_model(model, prefix, input_spec=INPUT_SPEC)
         if per_tensor:
             with opened_model(prefix) as saved:
