@@ -31,6 +31,17 @@ positive_int = int_at_least(1, "positive integer")
 non_negative_int = int_at_least(0, "non-negative integer")
 
 
+def percentage(text: str) -> float:
+    """An argparse type: a number in [0, 100]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 100.0:
+        raise argparse.ArgumentTypeError(f"expected a percentage in [0, 100], got {text!r}")
+    return value
+
+
 def config_from_args(args: argparse.Namespace):
     return load_config(args.config, args.override)
 

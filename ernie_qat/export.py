@@ -32,7 +32,9 @@ from ernie_qat.train.metrics import classification_metrics
 from ernie_qat.train.evaluate import predict_logits
 from ernie_qat.train.hooks import ModelTransform
 
-MIN_AGREEMENT = 99.0  # % of examples on which the exported model's argmax equals the trained model's
+# % of examples on which the exported model's argmax must equal the trained model's: by default what the INT8
+# exports reach (99.75% on MR, docs/int8_parity.md) less one in 400; `--min-agreement` sets another
+MIN_AGREEMENT = 99.5
 MAX_METRIC_DROP = 0.5  # accuracy points the exported model may lose against the trained model
 
 
@@ -116,6 +118,7 @@ class Verification:
     max_abs_logit_diff: float
     trained: Dict[str, float]   # metrics of the dygraph model (fake-quantized if QAT)
     exported: Dict[str, float]  # metrics of the Paddle Inference predictor
+    min_agreement: float = MIN_AGREEMENT
 
     @property
     def accuracy_drop(self) -> float:
@@ -127,26 +130,28 @@ class Verification:
 
     @property
     def passed(self) -> bool:
-        return self.finite and self.agreement >= MIN_AGREEMENT and self.accuracy_drop <= MAX_METRIC_DROP
+        return self.finite and self.agreement >= self.min_agreement and self.accuracy_drop <= MAX_METRIC_DROP
 
     def summary(self) -> dict:
         """The report as JSON-safe values (a non-finite difference is null)."""
         return {"examples": self.examples, "agreement": self.agreement,
                 "max_abs_logit_diff": self.max_abs_logit_diff if self.finite else None,
-                "accuracy_drop": self.accuracy_drop, "trained": self.trained, "exported": self.exported}
+                "accuracy_drop": self.accuracy_drop, "min_agreement": self.min_agreement, "passed": self.passed,
+                "trained": self.trained, "exported": self.exported}
 
     def failure(self) -> str:
         if not self.finite:
             return "the trained or the exported model outputs NaN or infinity"
-        return (f"agreement {self.agreement:.2f}% (needs >= {MIN_AGREEMENT}), accuracy drop "
+        return (f"agreement {self.agreement:.2f}% (needs >= {self.min_agreement}), accuracy drop "
                 f"{self.accuracy_drop:.2f} points (allowed <= {MAX_METRIC_DROP})")
 
 
-def verify(deploy_dir, data: str, threads=None) -> Verification:
+def verify(deploy_dir, data: str, threads=None, min_agreement: float = MIN_AGREEMENT) -> Verification:
     """Compare the exported predictor with the trained checkpoint it came from on labelled data.
 
     Args:
         data: a labelled TSV/CSV/JSONL file, or `dataset:split` of a built-in dataset.
+        min_agreement: the % of examples whose argmax must agree for the verification to pass.
     """
     predictor = Predictor(deploy_dir, threads=threads)
     model, tokenizer, labels, cfg = load_checkpoint(predictor.deploy["checkpoint"])
@@ -160,14 +165,15 @@ def verify(deploy_dir, data: str, threads=None) -> Verification:
         agreement=100.0 * float(np.mean(trained.argmax(1) == exported.argmax(1))),
         max_abs_logit_diff=float(difference.max()) if np.isfinite(difference).all() else float("nan"),
         trained=classification_metrics(gold, trained.argmax(1)),
-        exported=classification_metrics(gold, exported.argmax(1)))
+        exported=classification_metrics(gold, exported.argmax(1)), min_agreement=min_agreement)
 
 
-def verified(data: str, threads=None, report: Callable[[Verification], None] = lambda _: None):
+def verified(data: str, threads=None, report: Callable[[Verification], None] = lambda _: None,
+             min_agreement: float = MIN_AGREEMENT):
     """A `check` for `export`: verify the folder on `data`, pass the report to `report`, and raise
     VerificationError if it failed (so the folder is not written)."""
     def check(folder: Path) -> None:
-        result = verify(folder, data, threads=threads)
+        result = verify(folder, data, threads=threads, min_agreement=min_agreement)
         report(result)
         if not result.passed:
             raise VerificationError(f"verification failed: {result.failure()}; nothing was written "

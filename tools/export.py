@@ -1,11 +1,11 @@
 """Export a checkpoint as a Paddle Inference deployment folder, optionally verified on labelled data.
 
     python tools/export.py --checkpoint runs/r8_minilm_qat/checkpoints/best --output deploy/r8_int8 \
-        [--precision int8|fp32] [--verify DATA_FILE|r8:test [--report FILE.json]]
+        [--precision int8|fp32] [--verify DATA_FILE|r8:test [--report FILE.json] [--min-agreement 99.5]]
 
 --verify runs the exported model (oneDNN, INT8 if exported so) and the trained dygraph model on
 the data before the folder takes the output's name, and exits 1 without writing it if their
-argmax agrees on fewer than 99% of examples, accuracy drops by more than 0.5 points, or either
+argmax agrees on fewer than --min-agreement % of examples (default 99.5), accuracy drops by more than 0.5 points, or either
 model outputs NaN or infinity. --report writes the verification's numbers as JSON, passed or not.
 """
 import argparse
@@ -24,19 +24,22 @@ def main() -> None:
     parser.add_argument("--threads", type=cli.positive_int, help="predictor threads for --verify "
                                                                  "(default: usable cores)")
     parser.add_argument("--report", metavar="FILE", help="with --verify: write its numbers here as JSON")
+    parser.add_argument("--min-agreement", type=cli.percentage, metavar="PERCENT",
+                        help="with --verify: the %% of examples whose argmax must agree (default 99.5)")
     args = parser.parse_args()
-    if args.report and not args.verify:
-        parser.error("--report needs --verify")
+    if (args.report or args.min_agreement is not None) and not args.verify:
+        parser.error("--report and --min-agreement need --verify")
     from ernie_qat.atomic import write_json
-    from ernie_qat.export import export, verified
+    from ernie_qat.export import MIN_AGREEMENT, export, verified
 
     def show(report) -> None:
         print(json.dumps(report.summary(), indent=1))
         if args.report:
             write_json(args.report, report.summary())
 
-    folder = export(args.checkpoint, args.output, args.precision,
-                    check=verified(args.verify, args.threads, show) if args.verify else None)
+    min_agreement = MIN_AGREEMENT if args.min_agreement is None else args.min_agreement
+    check = verified(args.verify, args.threads, show, min_agreement) if args.verify else None
+    folder = export(args.checkpoint, args.output, args.precision, check=check)
     print(f"exported {args.precision} model to {folder}" + (", verification passed" if args.verify else ""))
 
 
