@@ -115,6 +115,7 @@ class QuantConfig:
     moving_rate: float = param(0.9, low=0.0, high=1.0, low_open=True)  # activation-scale moving average
     quantize_pooler: bool = False       # encoder Linear layers are always quantized
     quantize_classifier: bool = False
+    quantize_embeddings: bool = False   # the word table on int8 levels, a range per row: stored so by INT8 export
     weight_quantizer: str = ""          # a registered quantizer layer (ernie_qat.quant.quantizers); "" = PaddleSlim's
     activation_quantizer: str = ""
     quantizer_lr_scale: float = param(1.0, low=0.0)  # learning-rate multiplier of quantizer parameters (no decay)

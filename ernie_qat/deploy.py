@@ -40,8 +40,12 @@ from ernie_qat.errors import UserError
 from ernie_qat.quant.int8_storage import float_weight_buffers
 
 DEPLOY_FILE = "deploy.yaml"
-FORMAT = 2  # deploy.yaml's `format`; 2 added `weights`, the storage of the weights (1 stored float32 only)
-WEIGHT_STORAGE = ("float32", "int8")  # int8: quantized Linear weights as int8 levels and a range each
+# deploy.yaml's `format`: 2 added `weights`, how the Linear weights are stored (1 stored float32 only); 3 added
+# `embeddings`, how the word table is stored (a format-2 folder reads as float32 embeddings)
+FORMAT = 3
+READABLE_FORMATS = (2, 3)
+WEIGHT_STORAGE = ("float32", "int8")  # weights: int8 levels and a range per quantized Linear weight;
+# embeddings: int8 levels and a range per row of the word table
 MODEL_PREFIX = "model"
 PRECISIONS = ("int8", "fp32")
 REEXPORT = "re-export it with tools/export.py"
@@ -83,23 +87,26 @@ def read_deploy_config(folder) -> dict:
     max_seq_len = deploy.get("max_seq_len")
     if type(max_seq_len) is not int or max_seq_len < 8:
         raise DeployError(f"`{path}`: `max_seq_len` must be an integer >= 8, got {max_seq_len!r}; {REEXPORT}")
-    if deploy.get("weights") not in WEIGHT_STORAGE:
-        raise DeployError(f"`{path}`: `weights` must be one of {list(WEIGHT_STORAGE)}, "
-                          f"got {deploy.get('weights')!r}; {REEXPORT}")
+    if deploy["format"] == 2:
+        deploy.setdefault("embeddings", "float32")
+    for key in ("weights", "embeddings"):
+        if deploy.get(key) not in WEIGHT_STORAGE:
+            raise DeployError(f"`{path}`: `{key}` must be one of {list(WEIGHT_STORAGE)}, "
+                              f"got {deploy.get(key)!r}; {REEXPORT}")
     return deploy
 
 
 def _check_format(folder, deploy: dict) -> None:
-    """Raises DeployError unless `deploy` (a deploy.yaml) is of this version's FORMAT."""
+    """Raises DeployError unless `deploy` (a deploy.yaml) is of a format this version reads."""
     found, writer = deploy.get("format"), deploy.get("ernie_qat_version", "an unknown version")
-    if found == FORMAT:
+    if found in READABLE_FORMATS:
         return
     if type(found) is not int:
         raise DeployError(f"`{Path(folder) / DEPLOY_FILE}`: `format` must be an integer, got {found!r}; {REEXPORT}")
-    age, hint = (("older", REEXPORT) if found < FORMAT else
+    age, hint = (("older", REEXPORT) if found < min(READABLE_FORMATS) else
                  ("newer", f"{REEXPORT} of this version, or upgrade ernie-qat"))
     raise DeployError(f"`{folder}` was written by ernie-qat {writer} in deployment format {found}, {age} than the "
-                      f"format {FORMAT} that ernie-qat {__version__} reads; {hint}")
+                      f"formats {list(READABLE_FORMATS)} that ernie-qat {__version__} reads; {hint}")
 
 
 def check_model_files(folder: Path) -> None:
@@ -256,13 +263,7 @@ class Predictor:
 
     def logits(self, input_ids: np.ndarray, token_type_ids: np.ndarray) -> np.ndarray:
         """Raw scores [B, C] for int64 token ids [B, L] (padding with the pad id)."""
-        predictor = self._predictor
-        for name, array in zip(predictor.get_input_names(), (input_ids, token_type_ids)):
-            handle = predictor.get_input_handle(name)
-            handle.reshape(array.shape)
-            handle.copy_from_cpu(np.ascontiguousarray(array, dtype=np.int64))
-        predictor.run()
-        return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
+        return run_predictor(self._predictor, input_ids, token_type_ids)
 
     def encode(self, texts: Sequence[str], text_pairs: Optional[Sequence[Optional[str]]] = None) -> List[Encoded]:
         """Token ids truncated to the export's max_seq_len (longest first for pairs)."""
@@ -314,6 +315,16 @@ class Predictor:
     def _is_cut(self, text: str, pair: Optional[str]) -> bool:
         full = self.tokenizer(text, text_pair=pair, return_attention_mask=False)["input_ids"]
         return len(full) > self.max_seq_len
+
+
+def run_predictor(predictor, input_ids: np.ndarray, token_type_ids: np.ndarray) -> np.ndarray:
+    """The first output of a Paddle Inference predictor of an exported classifier for token ids [B, L]."""
+    for name, array in zip(predictor.get_input_names(), (input_ids, token_type_ids)):
+        handle = predictor.get_input_handle(name)
+        handle.reshape(array.shape)
+        handle.copy_from_cpu(np.ascontiguousarray(array, dtype=np.int64))
+    predictor.run()
+    return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
 
 
 def _text_list(values, name: str, optional: bool = False) -> list:

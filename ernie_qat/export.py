@@ -103,7 +103,7 @@ def write_deploy_folder(output, save_model: Callable[[str], None], tokenizer, la
         tokenizer.save_pretrained(str(staging))
         labels.save(staging)
         header = {"format": FORMAT, "ernie_qat_version": ernie_qat.__version__,
-                  "weights": weight_storage(staging / MODEL_PREFIX)}
+                  **weight_storage(staging / MODEL_PREFIX)}
         (staging / DEPLOY_FILE).write_text(yaml.safe_dump({**header, **deploy}, sort_keys=False))
         write_manifest(staging)
         if check is not None:

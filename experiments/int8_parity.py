@@ -12,6 +12,7 @@ the quantized Linear layers that can overflow int16 in oneDNN's int8 GEMM on CPU
 (ernie_qat.quant.int16_pairs), and prints the CPU's VNNI/AMX flags.
 """
 import argparse
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from ernie_qat.atomic import write_json
 from ernie_qat.data.batching import batched_scores, encode
 from ernie_qat.data.loader import read_examples
 from ernie_qat.data.sources import data_file
-from ernie_qat.deploy import MODEL_PREFIX, native_output_silenced, read_deploy_config
+from ernie_qat.deploy import MODEL_PREFIX, native_output_silenced, read_deploy_config, run_predictor
 from ernie_qat.export import export
 from ernie_qat.quant.int16_pairs import PAIR_LIMIT, levels
 from ernie_qat.quant.int8_storage import float_weight_buffers
@@ -47,15 +48,7 @@ def graph_runner(folder: Path, threads: int, int8: bool, passes: bool):
     config.disable_glog_info()
     with native_output_silenced():
         predictor = inference.create_predictor(config)
-
-    def run(ids, types):
-        for name, array in zip(predictor.get_input_names(), (ids, types)):
-            handle = predictor.get_input_handle(name)
-            handle.reshape(array.shape)
-            handle.copy_from_cpu(np.ascontiguousarray(array, dtype=np.int64))
-        predictor.run()
-        return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
-    return run
+    return functools.partial(run_predictor, predictor)
 
 
 def overflowing_pairs(weights) -> int:

@@ -151,19 +151,21 @@ DAMAGE = {  # file: (new content, None to delete it, or a function of the old co
     "no deploy.yaml": ("deploy.yaml", None, "is not a deployment folder"),
     "malformed yaml": ("deploy.yaml", b"precision: [fp32", "deploy.yaml` is unreadable or not valid YAML"),
     "yaml not a mapping": ("deploy.yaml", b"- fp32\n", "deploy.yaml` must be a mapping, got list"),
-    "no max_seq_len": ("deploy.yaml", b"format: 2\nprecision: fp32\n",
+    "no max_seq_len": ("deploy.yaml", b"format: 3\nprecision: fp32\n",
                        "`max_seq_len` must be an integer >= 8, got None"),
-    "text max_seq_len": ("deploy.yaml", b"format: 2\nprecision: fp32\nmax_seq_len: '32'\n", "got '32'"),
-    "no precision": ("deploy.yaml", b"format: 2\nmax_seq_len: 32\n", "`precision` must be one of"),
+    "text max_seq_len": ("deploy.yaml", b"format: 3\nprecision: fp32\nmax_seq_len: '32'\n", "got '32'"),
+    "no precision": ("deploy.yaml", b"format: 3\nmax_seq_len: 32\n", "`precision` must be one of"),
     "no format": ("deploy.yaml", b"precision: fp32\nmax_seq_len: 32\n", "`format` must be an integer, got None"),
-    "older format": ("deploy.yaml", lambda data: data.replace(b"format: 2", b"format: 1"),
-                     f"was written by ernie-qat {__version__} in deployment format 1, older than the format 2 "
+    "older format": ("deploy.yaml", lambda data: data.replace(b"format: 3", b"format: 1"),
+                     f"was written by ernie-qat {__version__} in deployment format 1, older than the formats [2, 3] "
                      f"that ernie-qat {__version__} reads; re-export it with tools/export.py"),
-    "newer format": ("deploy.yaml", lambda data: data.replace(b"format: 2", b"format: 3"),
-                     f"in deployment format 3, newer than the format 2 that ernie-qat {__version__} reads; re-export "
-                     "it with tools/export.py of this version, or upgrade ernie-qat"),
+    "newer format": ("deploy.yaml", lambda data: data.replace(b"format: 3", b"format: 4"),
+                     f"in deployment format 4, newer than the formats [2, 3] that ernie-qat {__version__} reads; "
+                     "re-export it with tools/export.py of this version, or upgrade ernie-qat"),
     "unknown weights": ("deploy.yaml", lambda data: data.replace(b"weights: float32", b"weights: int4"),
                         "`weights` must be one of ['float32', 'int8'], got 'int4'"),
+    "unknown embeddings": ("deploy.yaml", lambda data: data.replace(b"embeddings: float32", b"embeddings: int4"),
+                           "`embeddings` must be one of ['float32', 'int8'], got 'int4'"),
     "no labels": ("labels.json", None, "labels.json` is missing or damaged"),
     "garbled labels": ("labels.json", b'["neg", "p', "labels.json` is missing or damaged"),
     "labels not names": ("labels.json", b"[1, 2]", "labels.json` must be a list of label names"),
@@ -201,6 +203,13 @@ def test_damaged_folder_without_manifest_is_a_deploy_error(deploy, tmp_path, cas
         Predictor(folder, threads=1)
     assert message in str(error.value) and str(folder) in str(error.value)
     assert "tools/export.py" in str(error.value)
+
+
+def test_format_2_folder_reads_as_float32_embeddings(deploy, tmp_path):
+    folder = damaged(deploy, tmp_path, "deploy.yaml",
+                     lambda data: data.replace(b"format: 3", b"format: 2").replace(b"embeddings: float32\n", b""))
+    predictor = Predictor(folder, threads=1)
+    assert predictor.deploy["format"] == 2 and predictor.deploy["embeddings"] == "float32"
 
 
 def test_damaged_folder_with_manifest_names_the_file(deploy, tmp_path):

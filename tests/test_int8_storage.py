@@ -10,9 +10,11 @@ from conftest import trained
 from ernie_qat.deploy import MODEL_PREFIX, Predictor, read_deploy_config, stored_tensors
 from ernie_qat.export import export
 from ernie_qat.quant import qat
-from ernie_qat.quant.int8_storage import _levels, float_weight_buffers, store_int8_weights
+from ernie_qat.quant.embedding import QuantizedEmbedding, quantize_rows
+from ernie_qat.quant.int8_storage import _levels, float_weight_buffers, row_ranges, store_int8_weights
 from ernie_qat.quant.onednn import pin_trained_scales
 from ernie_qat.quant.saved_model import opened_model
+from ernie_qat.train.checkpoint import load_checkpoint
 from test_export import reference_logits
 from test_onednn import SHAPE, relative_error, run, saved_qat_linear
 
@@ -86,3 +88,37 @@ def test_qat_export_stores_int8_weights_and_predicts_as_the_float_weight_export(
         # Stored levels are those the trained fake-quant op rounds to: identical logits (measured max |Δ| 0)
         np.testing.assert_allclose(new, old, rtol=0, atol=1e-6 * np.abs(old).max())
         assert np.array_equal(new.argmax(1), trained_logits.argmax(1))
+
+
+def test_quantize_rows_gives_the_levels_export_stores_and_straight_through_gradients():
+    table = np.random.RandomState(2).randn(50, 16).astype(np.float32)
+    table[3] = 0.0  # an all-zero row keeps range 1
+    table[4, :3] = [0.5, -0.5, 1.0]  # ties at 63.5 levels round away from zero
+    table[4, 3:] = 0.0
+    ranges = row_ranges(table)
+    expected = ranges[:, None] * _levels(table, ranges[:, None], round_type=1).astype(np.float32) / np.float32(127)
+    weight = paddle.to_tensor(table, stop_gradient=False)
+    quantized = quantize_rows(weight)
+    np.testing.assert_array_equal(quantized.numpy(), expected)
+    assert sorted(set(np.round(quantized.numpy()[4, :3] * 127 / ranges[4]).tolist())) == [-64.0, 64.0, 127.0]
+    (quantized * paddle.arange(16, dtype="float32")).sum().backward()
+    np.testing.assert_array_equal(weight.grad.numpy(), np.tile(np.arange(16, dtype=np.float32), (50, 1)))
+
+
+def test_trained_int8_word_table_is_stored_as_int8_and_runs_as_trained(toy_task, fp32_checkpoint):
+    checkpoint = trained(toy_task, "qat_emb", "quant.method=qat", "quant.quantize_embeddings=true",
+                         f"model.name_or_path={fp32_checkpoint}", "train.learning_rate=5e-4", "train.epochs=1")
+    assert isinstance(load_checkpoint(checkpoint)[0].net.ernie.embeddings.word_embeddings, QuantizedEmbedding)
+    folder = export(checkpoint, toy_task["dir"] / "int8_table", "int8")
+    deploy = read_deploy_config(folder)
+    assert (deploy["weights"], deploy["embeddings"]) == ("int8", "int8")
+    vocab = sum(1 for _ in open(toy_task["vocab"]))
+    stored = stored_tensors(folder / f"{MODEL_PREFIX}.pdiparams")
+    assert [list(t.dims) for t in stored if t.data_type == VarType.INT8].count([vocab, 32]) == 1
+    assert not any(t.data_type == VarType.FP32 and list(t.dims) == [vocab, 32] for t in stored)
+
+    trained_logits, items = reference_logits(checkpoint, toy_task["dir"] / "test.tsv")
+    for precision in ("fp32", "int8"):
+        logits = Predictor(folder, precision=precision, threads=1).predict_logits(items)
+        assert np.array_equal(logits.argmax(1), trained_logits.argmax(1))
+        assert relative_error(logits, trained_logits) < 1e-3

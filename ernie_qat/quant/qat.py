@@ -13,6 +13,8 @@ or per-tensor weights from a registered quantizer whose output lies on an 8-bit 
 (`int8_weight`: lsq at 2..8 bits, ternary): those are saved quantized, behind PaddleSlim's 8-bit
 weight fake-quant with the grid's range pinned, so INT8 computes the trained low-bit weights.
 Per-tensor weights are stored as int8 (ernie_qat.quant.int8_storage); per-channel ones as float32.
+With `quantize_embeddings` the word table is trained on int8 levels per row and stored as int8 too
+(ernie_qat.quant.embedding).
 """
 import copy
 import warnings
@@ -24,7 +26,8 @@ from paddle.nn.quant.quant_layers import FakeQuantAbsMax, MAOutputScaleLayer, Qu
 from ernie_qat.config import QuantConfig
 from ernie_qat.models.classifier import INPUT_SPEC, replace_sublayer
 from ernie_qat.quant.int16_pairs import pair_int8_weights
-from ernie_qat.quant.int8_storage import store_int8_weights
+from ernie_qat.quant.embedding import QuantizedEmbedding
+from ernie_qat.quant.int8_storage import store_int8_embeddings, store_int8_weights
 from ernie_qat.quant.onednn import pin_trained_scales
 from ernie_qat.quant.quantizers import QUANTIZER_LAYERS, QuantizerSpec, build_quantizer, quantizer_parameters
 from ernie_qat.quant.saved_model import opened_model
@@ -50,6 +53,9 @@ class QATTransform(ModelTransform):
         model.net.classifier.skip_quant = not self.cfg.quantize_classifier
         self.qat.quantize(model)
         _drop_output_observers(model)
+        if self.cfg.quantize_embeddings:
+            embeddings = model.net.ernie.embeddings
+            embeddings.word_embeddings = QuantizedEmbedding(embeddings.word_embeddings)
         for layer in model.sublayers():
             if isinstance(layer, QuantizedLinear):
                 self._use_registered_quantizers(layer)
@@ -104,6 +110,11 @@ class QATTransform(ModelTransform):
         model.eval()
         per_tensor = self.cfg.weight_quantize_type == "abs_max"
         ranges = _weights_on_int8_grid(model) if per_tensor else {}
+        tables = set()
+        embeddings = model.net.ernie.embeddings
+        if isinstance(embeddings.word_embeddings, QuantizedEmbedding):
+            embeddings.word_embeddings = embeddings.word_embeddings.plain()
+            tables.add(embeddings.word_embeddings.weight.name)
         if per_tensor:
             unpaired = pair_int8_weights(model.net.ernie, ranges)
             if unpaired:
@@ -114,6 +125,7 @@ class QATTransform(ModelTransform):
             with opened_model(prefix) as saved:
                 pin_trained_scales(saved, ranges)
                 store_int8_weights(saved)
+                store_int8_embeddings(saved, tables)
                 saved.save(prefix)
         else:
             warnings.warn("per-channel weights: Paddle 2.6's oneDNN INT8 pass quantizes fc weights with scales read "

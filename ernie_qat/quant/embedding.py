@@ -1,0 +1,48 @@
+"""The word table trained on int8 levels with one range per row, as an INT8 export stores it.
+
+`quant.quantize_embeddings: true` makes QAT look tokens up in the table rounded to
+k = round(127·w/r), r = max |row| (ties away from zero), and dequantized to r·k/127, with
+straight-through gradients to the float table. Export stores exactly those levels and ranges
+(ernie_qat.quant.int8_storage.store_int8_embeddings): the word table, about half of ERNIE-base's
+and three quarters of MiniLM's INT8 folder, then takes a quarter of its float size, and the
+predictor runs the table that was trained. Rounding an already trained float table instead changes
+the model (docs/int8_parity.md).
+
+Example:
+    model.net.ernie.embeddings.word_embeddings = QuantizedEmbedding(model.net.ernie.embeddings.word_embeddings)
+"""
+import paddle
+import paddle.nn.functional as F
+from paddle import nn
+
+LEVELS = 127
+
+
+def quantize_rows(table: paddle.Tensor) -> paddle.Tensor:
+    """[V, H] table on int8 levels with a range (max |row|) per row; gradients pass straight through."""
+    ranges = table.abs().max(axis=1, keepdim=True).detach()
+    ranges = paddle.where(ranges == 0, paddle.ones_like(ranges), ranges)
+    scaled = (LEVELS * (1.0 / ranges)) * table  # the float32 arithmetic of int8_storage._levels
+    levels = paddle.clip(paddle.round(scaled), -LEVELS, LEVELS)  # ties away from zero
+    quantized = ranges * levels / paddle.full([1], LEVELS, table.dtype)  # a true division, as the rebuild computes
+    return quantized.detach() + (table - table.detach())  # exactly `quantized`; gradients straight to `table`
+
+
+class QuantizedEmbedding(nn.Layer):
+    """An nn.Embedding whose lookups read its table quantized per row (`quantize_rows`); same parameter, same name."""
+
+    def __init__(self, embedding: nn.Embedding):
+        super().__init__()
+        self.weight = embedding.weight
+        self._padding_idx = embedding._padding_idx
+
+    def forward(self, ids):
+        return F.embedding(ids, quantize_rows(self.weight), padding_idx=self._padding_idx)
+
+    def plain(self) -> nn.Embedding:
+        """An nn.Embedding holding the quantized table, for export."""
+        vocab, hidden = self.weight.shape
+        embedding = nn.Embedding(vocab, hidden, padding_idx=self._padding_idx)
+        with paddle.no_grad():
+            embedding.weight.set_value(quantize_rows(self.weight))
+        return embedding
