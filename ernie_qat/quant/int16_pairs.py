@@ -88,15 +88,19 @@ def _maximum_matching(free: np.ndarray, greedy: np.ndarray) -> np.ndarray:
     return partner if (partner >= 0).sum() > (greedy >= 0).sum() else greedy
 
 
-def pair_int8_weights(ernie, ranges: Optional[Dict[str, float]] = None) -> int:
+def pair_int8_weights(ernie, ranges: Optional[Dict[str, float]] = None) -> Optional[int]:
     """Reorder `ernie`'s (a PaddleNLP ErnieModel, QAT-wrapped or not) hidden, FFN and per-head dimensions in
-    place so that no quantized Linear has a saturating neighbour pair; returns the pairs that could not be avoided.
+    place so that no quantized Linear has a saturating neighbour pair; returns the pairs that could not be
+    avoided, or None, changing nothing, if an encoder layer is not made of Linear layers of the usual shapes
+    (for example OCS's split-channel layers, ernie_qat.ptq.ocs).
 
     Args:
         ranges: INT8 ranges of weights by parameter name, for weights not quantized by their max |W|.
     """
     ranges = ranges or {}
     layers = list(ernie.encoder.layers)
+    if not all(_plain_layer(layer) for layer in layers):
+        return None
 
     def lv(linear):
         return levels(linear.weight.numpy(), ranges.get(linear.weight.name))
@@ -129,6 +133,17 @@ def pair_int8_weights(ernie, ranges: Optional[Dict[str, float]] = None) -> int:
         _permute(attention.v_proj.bias, order)
         _permute(attention.out_proj.weight, order, axis=0)
     return unpaired
+
+
+def _plain_layer(layer) -> bool:
+    """Whether an encoder layer's Linear layers hold `weight` [in, out] of the shapes an ERNIE layer has."""
+    attention = layer.self_attn
+    linears = [attention.q_proj, attention.k_proj, attention.v_proj, attention.out_proj, layer.linear1, layer.linear2]
+    if not all(isinstance(getattr(linear, "weight", None), paddle.Tensor) for linear in linears):
+        return False
+    hidden, ffn = layer.norm1.weight.shape[0], layer.linear1.weight.shape[1]
+    shapes = [list(linear.weight.shape) for linear in linears]
+    return shapes == [[hidden, hidden]] * 4 + [[hidden, ffn], [ffn, hidden]]
 
 
 def _permute_hidden(ernie, order: np.ndarray) -> None:

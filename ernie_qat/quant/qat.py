@@ -117,7 +117,11 @@ class QATTransform(ModelTransform):
             tables.add(embeddings.word_embeddings.weight.name)
         if per_tensor:
             unpaired = pair_int8_weights(model.net.ernie, ranges)
-            if unpaired:
+            if unpaired is None:
+                warnings.warn("the encoder's layers are not plain Linear layers (OCS?): their dimensions keep their "
+                              "order, and weight pairs may overflow int16 in oneDNN's int8 GEMM on CPUs without VNNI "
+                              "(ernie_qat.quant.int16_pairs); see --verify", stacklevel=2)
+            elif unpaired:
                 warnings.warn(f"{unpaired} neighbouring weight pairs can overflow int16 in oneDNN's int8 GEMM on CPUs "
                               "without VNNI (ernie_qat.quant.int16_pairs); see --verify", stacklevel=2)
         self.qat.save_quantized_model(model, prefix, input_spec=INPUT_SPEC)
