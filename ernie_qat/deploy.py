@@ -3,8 +3,9 @@
 A deployment folder (written by `ernie_qat.export`) holds `model.pdmodel` / `model.pdiparams`,
 the tokenizer files, `labels.json` and `deploy.yaml`. `Predictor` runs it with oneDNN, in INT8
 when the model carries quantization scales and INT8 is asked for. Weights stored as int8
-(`weights: int8` in deploy.yaml) are rebuilt to float32 in memory before Paddle reads the model
-(ernie_qat.quant.int8_storage). A folder of another `format` than this version's is refused.
+(`weights: int8`, `embeddings: int8` in deploy.yaml) are rebuilt to float32 in a temporary folder in
+memory before Paddle reads the model (ernie_qat.quant.int8_storage). Folders of other deployment
+formats than READABLE_FORMATS are refused.
 
 A missing or damaged folder is a `DeployError` (or `DamagedFileError`) naming what is wrong, never a
 crash: files are checked against the folder's manifest, and the model files are checked for
@@ -37,7 +38,7 @@ from ernie_qat.atomic import check_manifest
 from ernie_qat.data.batching import Encoded, batched_scores
 from ernie_qat.data.loader import LabelVocab
 from ernie_qat.errors import UserError
-from ernie_qat.quant.int8_storage import float_weight_buffers
+from ernie_qat.quant.int8_storage import float_weight_files
 
 DEPLOY_FILE = "deploy.yaml"
 # deploy.yaml's `format`: 2 added `weights`, how the Linear weights are stored (1 stored float32 only); 3 added
@@ -223,7 +224,7 @@ class Predictor:
         check_model_files(self.folder)
         try:
             with native_output_silenced():
-                self._predictor = inference.create_predictor(self._config())
+                self._predictor = self._create_predictor()
                 scores = self.logits(np.full((1, 8), self.tokenizer.cls_token_id, dtype=np.int64),
                                      np.zeros((1, 8), dtype=np.int64))
         except (RuntimeError, ValueError, IndexError, MemoryError) as exc:  # what Paddle raises on damaged files
@@ -233,15 +234,21 @@ class Predictor:
             raise DeployError(f"`{deploy_dir}`: the model gives {scores.shape[-1]} scores per text, "
                               f"{LabelVocab.FILE} names {len(self.labels)} labels; {REEXPORT}")
 
-    def _config(self) -> inference.Config:
-        """oneDNN on the CPU, INT8 if asked for; int8 weights rebuilt to float32 in memory."""
+    def _create_predictor(self):
+        """A Paddle Inference predictor of the folder's model; int8 weights rebuilt to float32 first."""
         prefix = str(self.folder / MODEL_PREFIX)
-        if self.deploy["weights"] == "int8":
-            config = inference.Config()
-            program, params = float_weight_buffers(prefix)
-            config.set_model_buffer(program, len(program), params, len(params))
-        else:
-            config = inference.Config(f"{prefix}.pdmodel", f"{prefix}.pdiparams")
+        if "int8" not in (self.deploy["weights"], self.deploy["embeddings"]):
+            return inference.create_predictor(self._config(f"{prefix}.pdmodel", f"{prefix}.pdiparams"))
+        try:
+            with float_weight_files(prefix) as files:
+                return inference.create_predictor(self._config(*files))
+        except OSError as exc:
+            raise DeployError(f"`{self.folder}`: cannot write its weights, rebuilt to float32, to a temporary "
+                              f"folder ({exc})") from None
+
+    def _config(self, model_file: str, params_file: str) -> inference.Config:
+        """oneDNN on the CPU, INT8 if asked for."""
+        config = inference.Config(model_file, params_file)
         config.disable_gpu()
         config.set_cpu_math_library_num_threads(self.threads)
         config.enable_mkldnn()

@@ -1,5 +1,7 @@
 """Quantized Linear weights are stored as int8 levels and rebuilt at load: a quarter of their size, the same outputs.
 (deploy.yaml's `format` and `weights` checks: tests/test_deploy.py.)"""
+from pathlib import Path
+
 import numpy as np
 import paddle
 import pytest
@@ -119,6 +121,8 @@ def test_trained_int8_word_table_is_stored_as_int8_and_runs_as_trained(toy_task,
 
     trained_logits, items = reference_logits(checkpoint, toy_task["dir"] / "test.tsv")
     for precision in ("fp32", "int8"):
+        temporary = set(Path("/dev/shm").glob("ernie-qat-*"))
         logits = Predictor(folder, precision=precision, threads=1).predict_logits(items)
+        assert set(Path("/dev/shm").glob("ernie-qat-*")) == temporary  # the rebuilt float32 files are gone
         assert np.array_equal(logits.argmax(1), trained_logits.argmax(1))
         assert relative_error(logits, trained_logits) < 1e-3
