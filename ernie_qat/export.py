@@ -32,9 +32,10 @@ from ernie_qat.train.metrics import classification_metrics
 from ernie_qat.train.evaluate import predict_logits
 from ernie_qat.train.hooks import ModelTransform
 
-# % of examples on which the exported model's argmax must equal the trained model's: by default what the INT8
-# exports reach (99.75% on MR, docs/int8_parity.md) less one in 400; `--min-agreement` sets another
-MIN_AGREEMENT = 99.5
+# % of examples on which the exported model's argmax must equal the trained model's: by default the lowest
+# the INT8 exports of six MR QAT runs reached (99.25%: near-ties flip with float rounding, docs/int8_parity.md);
+# `--min-agreement` sets another
+MIN_AGREEMENT = 99.25
 MAX_METRIC_DROP = 0.5  # accuracy points the exported model may lose against the trained model
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # MR W8A8 QAT with a float word table against one trained on int8 levels per row (quant.quantize_embeddings),
 # seeds 42 43 44: QAT test accuracy, INT8 export verified on mr:test, deployment folder size (docs/int8_parity.md).
-# Needs runs/mr_minilm_fp32 (the README's FP32 run). Resumable: finished runs and exports are skipped.
+# Needs runs/mr_minilm_fp32 (the README's FP32 run). Resumable: finished runs and exports are skipped; an
+# export that fails verification is reported (its report kept) and tried again on the next run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -11,8 +12,9 @@ for seed in ${SEEDS:-42 43 44}; do
     name=mr_qat_emb-${table}_s$seed out=runs/int8_emb/mr_qat_emb-${table}_s$seed
     test -f $out/results.json || $PY tools/train.py --config configs/mr_minilm_qat.yaml --resume \
       -o train.output_dir=$out -o train.seed=$seed -o quant.quantize_embeddings=$table
-    test -f deploy/int8_emb/$name.verify.json || $PY tools/export.py --checkpoint $out/checkpoints/best \
-      --output deploy/int8_emb/$name --verify mr:test --report deploy/int8_emb/$name.verify.json
+    test -d deploy/int8_emb/$name || $PY tools/export.py --checkpoint $out/checkpoints/best \
+      --output deploy/int8_emb/$name --verify mr:test --report deploy/int8_emb/$name.verify.json ||
+      echo "$name: INT8 export failed verification (its report: deploy/int8_emb/$name.verify.json)"
   done
 done
 $PY - <<'PY'

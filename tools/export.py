@@ -5,7 +5,7 @@
 
 --verify runs the exported model (oneDNN, INT8 if exported so) and the trained dygraph model on
 the data before the folder takes the output's name, and exits 1 without writing it if their
-argmax agrees on fewer than --min-agreement % of examples (default 99.5), accuracy drops by more than 0.5 points, or either
+argmax agrees on fewer than --min-agreement % of examples (default 99.25), accuracy drops by more than 0.5 points, or either
 model outputs NaN or infinity. --report writes the verification's numbers as JSON, passed or not.
 """
 import argparse
@@ -25,7 +25,7 @@ def main() -> None:
                                                                  "(default: usable cores)")
     parser.add_argument("--report", metavar="FILE", help="with --verify: write its numbers here as JSON")
     parser.add_argument("--min-agreement", type=cli.percentage, metavar="PERCENT",
-                        help="with --verify: the %% of examples whose argmax must agree (default 99.5)")
+                        help="with --verify: the %% of examples whose argmax must agree (default 99.25)")
     args = parser.parse_args()
     if (args.report or args.min_agreement is not None) and not args.verify:
         parser.error("--report and --min-agreement need --verify")
