@@ -26,7 +26,7 @@ for report in sorted(pathlib.Path("deploy/int8_emb").glob("*.verify.json")):
     size = sum(f.stat().st_size for f in folder.iterdir()) / 1e6 if folder.is_dir() else float("nan")
     table = "int8" if "-true_" in name else "float32"
     rows.setdefault(table, []).append((name, json.loads(report.read_text()), size))
-print("| word table | seeds | QAT test accuracy (per seed) | INT8 deployed accuracy | --verify agreement | max |Δlogit| | folder |")
+print("| word table | seeds | QAT test accuracy (per seed) | INT8 deployed accuracy | --verify agreement | max \\|Δlogit\\| | folder |")
 print("|---|---|---|---|---|---|---|")
 for table, runs in rows.items():
     trained = [r["trained"]["accuracy"] for _, r, _ in runs]
