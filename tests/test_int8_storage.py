@@ -13,7 +13,8 @@ from ernie_qat.deploy import MODEL_PREFIX, Predictor, read_deploy_config, stored
 from ernie_qat.export import export
 from ernie_qat.quant import qat
 from ernie_qat.quant.embedding import QuantizedEmbedding, quantize_rows
-from ernie_qat.quant.int8_storage import _levels, float_weight_buffers, row_ranges, store_int8_weights
+from ernie_qat.quant.int8_storage import (_levels, float_weight_buffers, float_weight_files, row_ranges,
+                                          store_int8_weights)
 from ernie_qat.quant.onednn import pin_trained_scales
 from ernie_qat.quant.saved_model import opened_model
 from ernie_qat.train.checkpoint import load_checkpoint
@@ -126,3 +127,25 @@ def test_trained_int8_word_table_is_stored_as_int8_and_runs_as_trained(toy_task,
         assert set(Path("/dev/shm").glob("ernie-qat-*")) == temporary  # the rebuilt float32 files are gone
         assert np.array_equal(logits.argmax(1), trained_logits.argmax(1))
         assert relative_error(logits, trained_logits) < 1e-3
+
+
+def test_rebuilt_files_fall_back_from_a_full_dev_shm_and_are_removed(tmp_path, monkeypatch):
+    prefix = str(tmp_path / "int8" / "model")
+    saved_qat_linear(prefix, "abs_max", np.random.RandomState(1).randn(*SHAPE).astype("float32"))
+    with opened_model(prefix) as model:
+        pin_trained_scales(model)
+        store_int8_weights(model)
+        model.save(prefix)
+    write_bytes = Path.write_bytes
+
+    def full_dev_shm(path, data):  # a container's 64 MB /dev/shm
+        if str(path).startswith("/dev/shm/"):
+            raise OSError(28, "No space left on device", str(path))
+        return write_bytes(path, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full_dev_shm)
+    with float_weight_files(prefix) as files:
+        assert all(Path(f).is_file() and not f.startswith("/dev/shm/") for f in files)
+        program, params = float_weight_buffers(prefix)
+        assert (Path(files[0]).read_bytes(), Path(files[1]).read_bytes()) == (program, params)
+    assert not any(Path(f).exists() for f in files)

@@ -18,7 +18,7 @@ predictor runs the trained model; an FP32 run changes only by float summation or
 Example:
     unpaired = pair_int8_weights(model.net.ernie, ranges)  # before saving the inference graph
 """
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import paddle
@@ -48,7 +48,7 @@ def conflicts(readers: Sequence[np.ndarray]) -> np.ndarray:
     return clash
 
 
-def pairing_order(clash: np.ndarray) -> (np.ndarray, int):
+def pairing_order(clash: np.ndarray) -> Tuple[np.ndarray, int]:
     """(order, unpaired): a permutation of range(K) whose neighbours (2i, 2i + 1) do not clash where avoidable,
     and the number of clashing neighbour pairs left."""
     size = len(clash)

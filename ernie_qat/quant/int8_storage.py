@@ -137,19 +137,27 @@ def float_weight_buffers(prefix: str) -> Tuple[bytes, bytes]:
 @contextlib.contextmanager
 def float_weight_files(prefix: str) -> Iterator[Tuple[str, str]]:
     """(model file, parameters file) of the model at `prefix` with its int8 weights rebuilt (`float_weight_buffers`),
-    in a temporary folder in memory (/dev/shm where writable) that lasts while the block runs.
+    in a temporary folder that lasts while the block runs: in memory (/dev/shm) where it fits, else in the
+    system's temporary folder (a container's /dev/shm may hold only 64 MB).
 
     Paddle Inference loads a model from files with far less memory than from buffers: the MiniLM MR
     INT8 predictor peaked 354 MB above its imports from files, 1,009 MB from `set_model_buffer`.
     """
     program, params = float_weight_buffers(prefix)
-    memory = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
-    with tempfile.TemporaryDirectory(dir=memory, prefix="ernie-qat-") as folder:
-        files = Path(folder, "model.pdmodel"), Path(folder, "model.pdiparams")
-        for path, data in zip(files, (program, params)):
-            path.write_bytes(data)
-        del program, params
-        yield str(files[0]), str(files[1])
+    places = (["/dev/shm"] if os.access("/dev/shm", os.W_OK) else []) + [None]  # None: tempfile's default
+    for place in places:
+        with tempfile.TemporaryDirectory(dir=place, prefix="ernie-qat-") as folder:
+            files = Path(folder, "model.pdmodel"), Path(folder, "model.pdiparams")
+            try:
+                for path, data in zip(files, (program, params)):
+                    path.write_bytes(data)
+            except OSError:
+                if place is None:
+                    raise
+                continue
+            del program, params
+            yield str(files[0]), str(files[1])
+            return
 
 
 def weight_storage(prefix) -> dict:
