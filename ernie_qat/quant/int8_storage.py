@@ -63,7 +63,7 @@ def store_int8_weights(model: OpenedModel) -> int:
 
 def store_int8_embeddings(model: OpenedModel, tables: Set[str]) -> int:
     """Store the embedding `tables` (parameter names) of a saved model, opened for editing, as int8 levels with
-    one range (max |row|) per row; returns how many. Exact for tables on such levels (row_levels)."""
+    one range (max |row|) per row; returns how many. Exact for tables on such levels (embedding.quantize_rows)."""
     block = model.block
     stored = 0
     for index in reversed(range(len(block.ops))):
