@@ -5,6 +5,8 @@ how sharp their minimum is.
         [--compare runs/r8_kure/checkpoints/best] [--data r8:train] [--out docs/kurtosis/r8]
     python tools/analyze.py sharpness --checkpoint runs/mr_minilm_qat/checkpoints/best [--checkpoint DIR2 ...] \
         [--data mr:dev] [--rho 0.05] [--adaptive] [--landscape 21] [--out analysis/sharpness]
+    python tools/analyze.py kernels --model deploy/mr_int8 | --shape minilm [--precision int8] \
+        [--batch 1] [--seq-len 64] [--threads 2] [--runs 10] [--json FILE]
 
 Writes to --out: `kurtosis.md` (a table: weight kurtosis and max|w|/σ of every encoder Linear
 weight, and the kurtosis and max|x|/σ of its input on a few calibration batches, per model),
@@ -16,6 +18,12 @@ heaviest tails, each model overlaid: before/after with --compare).
 quantized), the loss increase within a ρ-ball: worst case by projected gradient ascent and the
 average over random directions; writes `sharpness.md`, `sharpness.json` and, with --landscape N,
 `landscape.png` (the loss along a random and the gradient direction, N points).
+
+`kernels` (ernie_qat.analysis.kernels) shows where a deployed predictor's time goes on one batch shape:
+its wall time, Paddle's op profile (calls and ms per run of each op type, with shape inference,
+input preparation and compute apart) and oneDNN's verbose log (each primitive kind, implementation
+and data types, with calls and ms per run: the int8 GEMM's kernel, ops left in FP32, reorders).
+--shape profiles the benchmark's random-weight model of that shape (tools/benchmark.py).
 """
 import argparse
 from pathlib import Path
@@ -105,6 +113,22 @@ def sharpness_report(args) -> None:
     print(f"wrote {out}/sharpness.md, sharpness.json" + (", landscape.png" if args.landscape else ""))
 
 
+def kernels_report(args) -> None:
+    from ernie_qat.analysis.kernels import format_report, profile_predictor
+    from ernie_qat.atomic import write_json
+    from ernie_qat.benchmark.inference import synthetic_deploy_dirs
+    from ernie_qat.deploy import Predictor, read_deploy_config
+
+    folder = args.model or synthetic_deploy_dirs(args.shape)[args.precision or "int8"]
+    precision = args.precision or read_deploy_config(folder)["precision"]
+    report = profile_predictor(Predictor(folder, precision=precision, threads=args.threads), args.batch,
+                               args.seq_len, args.runs)
+    print(format_report(report))
+    if args.json:
+        write_json(args.json, {"model": str(folder), **report})
+        print(f"wrote {args.json}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -129,10 +153,21 @@ def main() -> None:
     sharp.add_argument("--directions", type=cli.positive_int, default=10, help="random directions of the average")
     sharp.add_argument("--landscape", type=cli.non_negative_int, default=0, help="points of the 1-D plots (0: none)")
     sharp.add_argument("--out", default="analysis/sharpness", help="output folder")
+    kern = commands.add_parser("kernels", help="where a deployed predictor's time goes: Paddle ops, oneDNN kernels")
+    source = kern.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="a deployment folder from tools/export.py")
+    source.add_argument("--shape", choices=["ernie-base", "minilm", "tiny"],
+                        help="the benchmark's random-weight model of this shape")
+    kern.add_argument("--precision", choices=["int8", "fp32"], help="default: the export's (--shape: int8)")
+    kern.add_argument("--batch", type=cli.positive_int, default=1)
+    kern.add_argument("--seq-len", type=cli.positive_int, default=64)
+    kern.add_argument("--threads", type=cli.positive_int, default=2)
+    kern.add_argument("--runs", type=cli.positive_int, default=10, help="calls per measurement")
+    kern.add_argument("--json", metavar="PATH", help="write the report as JSON")
     args = parser.parse_args()
     if args.command == "sharpness" and not (args.rho > 0 and args.eta >= 0):
         parser.error("--rho must be > 0 and --eta >= 0")
-    {"kurtosis": kurtosis_report, "sharpness": sharpness_report}[args.command](args)
+    {"kurtosis": kurtosis_report, "sharpness": sharpness_report, "kernels": kernels_report}[args.command](args)
 
 
 if __name__ == "__main__":
