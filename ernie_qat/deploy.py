@@ -274,13 +274,7 @@ class Predictor:
 
     def encode(self, texts: Sequence[str], text_pairs: Optional[Sequence[Optional[str]]] = None) -> List[Encoded]:
         """Token ids truncated to the export's max_seq_len (longest first for pairs)."""
-        pairs = text_pairs or [None] * len(texts)
-        out = []
-        for text, pair in zip(texts, pairs):
-            enc = self.tokenizer(text, text_pair=pair, max_length=self.max_seq_len, truncation=True,
-                                 return_attention_mask=False)
-            out.append(Encoded(enc["input_ids"], enc["token_type_ids"], -1))
-        return out
+        return encode_texts(self.tokenizer, self.max_seq_len, texts, text_pairs)
 
     def predict_logits(self, items: Sequence[Encoded]) -> np.ndarray:
         """Scores [N, C] for encoded examples, in their order, batched by length."""
@@ -322,6 +316,17 @@ class Predictor:
     def _is_cut(self, text: str, pair: Optional[str]) -> bool:
         full = self.tokenizer(text, text_pair=pair, return_attention_mask=False)["input_ids"]
         return len(full) > self.max_seq_len
+
+
+def encode_texts(tokenizer, max_seq_len: int, texts: Sequence[str],
+                 text_pairs: Optional[Sequence[Optional[str]]] = None) -> List[Encoded]:
+    """Token ids of texts (and their pairs) truncated to max_seq_len tokens (longest first for pairs)."""
+    pairs = text_pairs or [None] * len(texts)
+    out = []
+    for text, pair in zip(texts, pairs):
+        enc = tokenizer(text, text_pair=pair, max_length=max_seq_len, truncation=True, return_attention_mask=False)
+        out.append(Encoded(enc["input_ids"], enc["token_type_ids"], -1))
+    return out
 
 
 def run_predictor(predictor, input_ids: np.ndarray, token_type_ids: np.ndarray) -> np.ndarray:

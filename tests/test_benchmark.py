@@ -13,12 +13,12 @@ import pytest
 
 from conftest import ROOT
 from ernie_qat.benchmark.footprint import MEMORY_KEYS, _peak_rss_mb
-from ernie_qat.benchmark.inference import (BenchmarkError, model_size_mb, random_inputs, run_benchmark,
-                                           synthetic_deploy_dirs, time_predictor)
+from ernie_qat.benchmark.inference import (BenchmarkError, model_size_mb, random_inputs, random_texts,
+                                           run_benchmark, synthetic_deploy_dirs, time_predictor)
 from ernie_qat.deploy import Predictor
 
 ROW_KEYS = {"model", "engine", "threads", "batch", "seq_len", "p50_ms", "p90_ms", "p99_ms", "throughput",
-            "speedup", "size_mb", *MEMORY_KEYS}
+            "speedup", "tokenize_ms", "size_mb", *MEMORY_KEYS}
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +48,13 @@ def test_time_predictor(tiny_dirs):
     assert stats["throughput"] > 0
 
 
+def test_random_texts_have_the_benchmarked_length(tiny_dirs):
+    predictor = Predictor(tiny_dirs["int8"], threads=1)
+    texts = random_texts(predictor.tokenizer, np.random.default_rng(0), batch=3, seq_len=16)
+    assert len(texts) == 3 and len(set(texts)) == 3
+    assert [len(item.input_ids) for item in predictor.encode(texts)] == [16] * 3  # the tiny vocabulary's words
+
+
 def assert_measured(rows):
     """Load time and memory are measured, and are the same in every row of an engine."""
     for r in rows:
@@ -66,6 +73,8 @@ def test_run_benchmark_rows(tiny_dirs):
     assert all(r["speedup"] == 1.0 for r in rows if r["engine"] == "paddle-fp32")
     assert [(r["batch"], r["seq_len"]) for r in rows] == [(1, 8), (1, 8), (2, 8), (2, 8)]
     assert [r["size_mb"] for r in rows[:2]] == [model_size_mb(tiny_dirs["fp32"]), model_size_mb(tiny_dirs["int8"])]
+    assert all(r["tokenize_ms"] > 0 for r in rows)
+    assert rows[0]["tokenize_ms"] == rows[1]["tokenize_ms"]  # one tokenizer per model, batch and length
     assert_measured(rows)
     # The child's own peak, not its parent's (getrusage's ru_maxrss reports the parent's after vfork + exec).
     assert all(r["peak_rss_mb"] < parent_peak for r in rows)

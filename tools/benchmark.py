@@ -63,7 +63,7 @@ def machine_info() -> dict:
         except metadata.PackageNotFoundError:
             versions[package] = None
     return {"cpu": cpu, "cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
-            "cpu_flags": sorted(f for f in flags if f.startswith(("avx512", "avx_vnni", "amx"))),
+            "cpu_flags": sorted(f for f in flags if f.startswith(("avx", "amx", "fma"))),
             "loadavg": os.getloadavg(), "python": platform.python_version(), "versions": versions}
 
 

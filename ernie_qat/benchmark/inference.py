@@ -3,6 +3,8 @@
 Models are deployment folders (tools/export.py) or random-weight synthetic ones of a named shape,
 built and exported here once and cached under `cache_dir()/bench/<shape>`. Latency is per
 `logits` call on random token ids without padding; throughput is sequences/s at the p50 latency.
+Tokenization is timed apart (`tokenize_ms`: the deployed tokenizer on random words of that batch and
+length), the same for every engine of a model.
 
 Besides latency, each engine's size on disk (the model files it loads) and, measured in a fresh
 process (ernie_qat.benchmark.footprint) because a process's peak memory only grows, its load time and its peak
@@ -30,7 +32,7 @@ import paddle
 
 import ernie_qat
 from ernie_qat.atomic import atomic_file, write_json
-from ernie_qat.deploy import MODEL_PREFIX, DeployError, Predictor, read_deploy_config
+from ernie_qat.deploy import MODEL_PREFIX, DeployError, Predictor, encode_texts, read_deploy_config
 from ernie_qat.env import cache_dir
 
 SHAPES = {  # hidden, layers, heads, FFN, vocab
@@ -140,6 +142,22 @@ def time_predictor(predictor: Predictor, batch: int, seq_len: int, runs: int = 2
     """Latency percentiles (ms) and throughput (sequences/s) of `predictor.logits` on random [batch, seq_len] ids."""
     ids, types = random_inputs(np.random.default_rng(seed), batch, seq_len, len(predictor.tokenizer.vocab))
     return time_callable(predictor.logits, (ids, types), batch, runs, warmup)
+
+
+def random_texts(tokenizer, rng: np.random.Generator, batch: int, seq_len: int) -> List[str]:
+    """`batch` texts of seq_len - 2 random whole-word vocabulary entries each: with [CLS] and [SEP],
+    seq_len tokens for a vocabulary whose words are single tokens (the synthetic ones), about that for others."""
+    words = [w for w in tokenizer.vocab.token_to_idx if not w.startswith(("[", "##")) and w.isalnum()]
+    return [" ".join(rng.choice(words, size=max(seq_len - 2, 1))) for _ in range(batch)]
+
+
+def time_tokenizer(deploy_dir, batch: int, seq_len: int, runs: int = 20, warmup: int = 5) -> float:
+    """p50 ms to tokenize a batch of `random_texts` as `Predictor.predict` does (`deploy.encode_texts`)."""
+    from paddlenlp.transformers import ErnieTokenizer
+    tokenizer = ErnieTokenizer.from_pretrained(str(deploy_dir))
+    texts = random_texts(tokenizer, np.random.default_rng(0), batch, seq_len)
+    max_seq_len = read_deploy_config(deploy_dir)["max_seq_len"]
+    return time_callable(encode_texts, (tokenizer, max_seq_len, texts), batch, runs, warmup)["p50_ms"]
 
 
 def model_size_mb(deploy_dir) -> float:
@@ -263,7 +281,8 @@ def run_benchmark(models: Dict[str, Dict[str, Path]], batches: Sequence[int], se
     `models` maps a name to {"fp32": dir, "int8": dir} (either may be missing; a quantized export may
     serve as "fp32": its fake-quant graph then runs in FP32). `ort` adds ort-fp32 / ort-int8 rows for
     models whose "fp32" folder is a plain FP32 export. Row keys: model, engine, threads, batch, seq_len,
-    p50_ms, p90_ms, p99_ms, throughput (sequences/s), speedup (vs paddle-fp32 p50), size_mb (model
+    p50_ms, p90_ms, p99_ms, throughput (sequences/s), speedup (vs paddle-fp32 p50), tokenize_ms (p50 of
+    tokenizing `random_texts` of that batch and length, apart from the model's time), size_mb (model
     files on disk), load_s, rss_mb, peak_rss_mb, baseline_rss_mb (`measure_engine`, one child process
     per (model, engine, threads), at the largest batch and seq_len; all None unless `memory`), path,
     and ort_path on ONNX Runtime rows. One predictor or session per (engine, threads).
@@ -295,7 +314,7 @@ def run_benchmark(models: Dict[str, Dict[str, Path]], batches: Sequence[int], se
                 print(f"{name}: {note}", file=sys.stderr)
             plan.append((name, "ort-fp32", info["fp32"], info["ort_fp32_path"]))
             plan.append((name, "ort-int8", info["int8"], info["ort_path"]))
-    rows = []
+    rows, tokenize_ms = [], {}
     with tqdm(total=len(plan) * len(threads_list) * len(batches) * len(seq_lens), disable=not progress,
               file=sys.stderr, desc="benchmark") as steps:  # closed on an error too: its message starts a line
         for threads in threads_list:
@@ -313,10 +332,14 @@ def run_benchmark(models: Dict[str, Dict[str, Path]], batches: Sequence[int], se
                 for batch in batches:
                     for seq_len in seq_lens:
                         steps.set_postfix_str(f"{name} {engine} t{threads} b{batch} s{seq_len}")
+                        if (name, batch, seq_len) not in tokenize_ms:
+                            folder = models[name].get("fp32") or models[name]["int8"]
+                            tokenize_ms[name, batch, seq_len] = time_tokenizer(folder, batch, seq_len, runs, warmup)
                         ids, types = random_inputs(np.random.default_rng(0), batch, seq_len, vocab)
                         rows.append({"model": name, "engine": engine, "threads": threads, "batch": batch,
                                      "seq_len": seq_len, **time_callable(run, (ids, types), batch, runs, warmup),
-                                     "size_mb": size, **loading, "path": str(path),
+                                     "tokenize_ms": tokenize_ms[name, batch, seq_len], "size_mb": size,
+                                     **loading, "path": str(path),
                                      **({"ort_path": ort_path} if ort_path else {})})
                         steps.update()
                 run = None  # free this engine's memory before the next one
@@ -335,7 +358,7 @@ def _vocab_size(deploy_dir) -> int:
 
 TABLE_COLUMNS = [("model", "{}"), ("engine", "{}"), ("threads", "{}"), ("batch", "{}"), ("seq_len", "{}"),
                  ("p50_ms", "{:.1f}"), ("p90_ms", "{:.1f}"), ("p99_ms", "{:.1f}"), ("throughput", "{:.1f}"),
-                 ("speedup", "{:.2f}x"), ("size_mb", "{:.1f}"), ("load_s", "{:.2f}"), ("rss_mb", "{:.0f}")]
+                 ("speedup", "{:.2f}x"), ("tokenize_ms", "{:.1f}"), ("size_mb", "{:.1f}"), ("load_s", "{:.2f}"), ("rss_mb", "{:.0f}")]
 
 
 def text_table(columns: Sequence[tuple], rows: Sequence[dict]) -> List[str]:
@@ -350,8 +373,9 @@ def text_table(columns: Sequence[tuple], rows: Sequence[dict]) -> List[str]:
 
 
 def format_table(rows: Sequence[dict]) -> str:
-    """Plain-text table: latency in ms, throughput in sequences/s, speedup vs paddle-fp32, size on disk in MB,
-    load time in s and the engine's peak resident memory in MB (peak - baseline; "-" when not measured)."""
+    """Plain-text table: latency in ms, throughput in sequences/s, speedup vs paddle-fp32, tokenization in ms,
+    size on disk in MB, load time in s and the engine's peak resident memory in MB (peak - baseline; "-" when
+    not measured)."""
     paths = sorted({r["ort_path"] for r in rows if r.get("ort_path")})
     return "\n".join(text_table(TABLE_COLUMNS, rows) + [f"ort path: {p}" for p in paths])
 
