@@ -18,9 +18,7 @@ Example:
     predictor.predict(["oil prices rose sharply"])[0].label
 """
 import contextlib
-import math
 import os
-import struct
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +37,7 @@ from ernie_qat.data.batching import Encoded, batched_scores
 from ernie_qat.data.loader import LabelVocab
 from ernie_qat.errors import UserError
 from ernie_qat.quant.int8_storage import float_weight_files
+from ernie_qat.quant.params_file import iter_tensors, tensor_bytes
 
 DEPLOY_FILE = "deploy.yaml"
 # deploy.yaml's `format`: 2 added `weights`, how the Linear weights are stored (1 stored float32 only); 3 added
@@ -50,8 +49,6 @@ WEIGHT_STORAGE = ("float32", "int8")  # weights: int8 levels and a range per qua
 MODEL_PREFIX = "model"
 PRECISIONS = ("int8", "fp32")
 REEXPORT = "re-export it with tools/export.py"
-DTYPE_BYTES = {VarType.BOOL: 1, VarType.UINT8: 1, VarType.INT8: 1, VarType.INT16: 2, VarType.FP16: 2,
-               VarType.BF16: 2, VarType.INT32: 4, VarType.FP32: 4, VarType.INT64: 8, VarType.FP64: 8}
 
 
 class DeployError(UserError):
@@ -123,48 +120,17 @@ def check_model_files(folder: Path) -> None:
         program = ProgramDesc.FromString(model.read_bytes())
         if not program.blocks:
             raise ValueError("no program")
-        needed = sorted(_tensor_bytes(v.type.lod_tensor.tensor) for v in program.blocks[0].vars
+        needed = sorted(tensor_bytes(v.type.lod_tensor.tensor) for v in program.blocks[0].vars
                         if v.persistable and v.type.type == VarType.LOD_TENSOR)
     except (OSError, ValueError, DecodeError) as exc:
         raise DeployError(f"`{model}` is missing or damaged ({exc}); {REEXPORT}") from None
     try:
-        stored = sorted(_tensor_bytes(desc) for desc in stored_tensors(params))
+        stored = sorted(tensor_bytes(desc) for desc, _ in iter_tensors(params, with_data=False))
     except (OSError, ValueError, DecodeError) as exc:
         raise DeployError(f"`{params}` is missing or damaged ({exc}); {REEXPORT}") from None
     if stored != needed:
         raise DeployError(f"`{params}` is damaged: it holds {len(stored)} tensors of {sum(stored)} bytes, "
                           f"`{model}` needs {len(needed)} of {sum(needed)}; {REEXPORT}")
-
-
-def _tensor_bytes(desc) -> int:
-    if desc.data_type not in DTYPE_BYTES or any(d < 0 for d in desc.dims):
-        raise ValueError(f"a tensor of type {desc.data_type} and shape {list(desc.dims)}")
-    return DTYPE_BYTES[desc.data_type] * math.prod(desc.dims)
-
-
-def stored_tensors(path: Path) -> List[VarType.TensorDesc]:
-    """Data types and shapes of the tensors of a combined .pdiparams file, from their headers; the data is skipped.
-
-    Raises:
-        ValueError, DecodeError: the file is not a sequence of tensors.
-    """
-    descs = []
-    with open(path, "rb") as f:
-        end = os.fstat(f.fileno()).st_size
-        while f.tell() < end:
-            at, header = f.tell(), f.read(20)
-            if len(header) < 20:
-                raise ValueError(f"{len(header)} stray bytes at the end")
-            # version, LoD levels, tensor version, TensorDesc size; inference parameters have no LoD
-            *versions, desc_bytes = struct.unpack("<IQIi", header)
-            if versions != [0, 0, 0] or not 0 <= desc_bytes <= end - f.tell():
-                raise ValueError(f"no tensor header at byte {at}")
-            descs.append(VarType.TensorDesc.FromString(f.read(desc_bytes)))
-            size = _tensor_bytes(descs[-1])
-            if size > end - f.tell():
-                raise ValueError(f"tensor {len(descs)} runs past the end of the file ({end} bytes)")
-            f.seek(size, os.SEEK_CUR)
-    return descs
 
 
 @contextlib.contextmanager

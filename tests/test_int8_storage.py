@@ -6,16 +6,17 @@ import numpy as np
 import paddle
 import pytest
 from paddle import _legacy_C_ops
-from paddle.base.proto.framework_pb2 import VarType
+from paddle.base.proto.framework_pb2 import ProgramDesc, VarType
 
 from conftest import trained
-from ernie_qat.deploy import MODEL_PREFIX, Predictor, read_deploy_config, stored_tensors
+from ernie_qat.deploy import MODEL_PREFIX, Predictor, read_deploy_config
 from ernie_qat.export import export
 from ernie_qat.quant import qat
 from ernie_qat.quant.embedding import QuantizedEmbedding, quantize_rows
 from ernie_qat.quant.int8_storage import (_levels, float_weight_buffers, float_weight_files, row_ranges,
                                           store_int8_weights)
 from ernie_qat.quant.onednn import pin_trained_scales
+from ernie_qat.quant.params_file import encode_tensors, iter_tensors, persistable_names, read_tensors
 from ernie_qat.quant.saved_model import opened_model
 from ernie_qat.train.checkpoint import load_checkpoint
 from test_export import reference_logits
@@ -42,6 +43,26 @@ def test_levels_are_those_the_fake_quant_op_rounds_to(round_type):
     # What dequantize_abs_max rebuilds (Scale·X/127) is the fake-quant op's output, bit for bit
     np.testing.assert_array_equal(weight_range * levels.astype(np.float32) / np.float32(127),
                                   fake_quant(weight, weight_range, round_type))
+
+
+def stored_tensors(path):
+    return [desc for desc, _ in iter_tensors(path, with_data=False)]
+
+
+def test_params_file_reads_and_writes_paddles_bytes(tmp_path):
+    floats = str(tmp_path / "float" / "model")
+    saved_qat_linear(floats, "abs_max", np.random.RandomState(1).randn(*SHAPE).astype("float32"))
+    data = Path(f"{floats}.pdiparams").read_bytes()
+    program = ProgramDesc.FromString(Path(f"{floats}.pdmodel").read_bytes())
+    names = persistable_names(program)
+    tensors = read_tensors(f"{floats}.pdiparams", names)
+    with opened_model(floats) as model:  # what static mode reads: the same arrays under the same names
+        for name in names:
+            np.testing.assert_array_equal(tensors[name], model.tensor(name))
+    assert encode_tensors(tensors, names) == data
+    assert float_weight_buffers(floats) == (program.SerializeToString(), data)  # nothing stored as int8
+    with pytest.raises(ValueError, match=f"holds {len(names)} tensors, its program 2"):
+        read_tensors(f"{floats}.pdiparams", names[:2])
 
 
 def test_one_linear_runs_as_with_its_float_weight(tmp_path):

@@ -12,12 +12,12 @@ gets a stored weight to quantize. Paddle's own int8 weight form (`dequantize_lin
 `onnx_format`) is folded by `quant_dequant_mkldnn_pass`, but then the weight scales are computed
 along the misread axis again (no fake-quant op reads the stored weight to pin its scale; tiny QAT
 model: relative error 2.1e-3 against the trained model, 1.2e-4 with pinned scales). So
-`float_weight_buffers` folds the rebuild ops before Paddle sees the model, and the predictor runs
+`float_weights` folds the rebuild ops before Paddle sees the model, and the predictor runs
 exactly the graph of a float-weight export, with the weights on their trained levels.
 
 A word table trained on int8 levels with a range per row (`quant.quantize_embeddings`,
 ernie_qat.quant.embedding) is stored as those levels and ranges (`store_int8_embeddings`), rebuilt
-by a `dequantize_linear` op (Y = Scale[row]·X/127) that `float_weight_buffers` folds too. A float
+by a `dequantize_linear` op (Y = Scale[row]·X/127) that `float_weights` folds too. A float
 table is not: rounding MiniLM's trained float word table to such levels (0.7% RMS change) moved
 MR's INT8 argmax on 2.75% of the test set (docs/int8_parity.md).
 """
@@ -25,13 +25,14 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator, Set, Tuple
+from typing import Dict, Iterator, Set, Tuple
 
 import numpy as np
 from paddle.base.proto.framework_pb2 import ProgramDesc
 
 from ernie_qat.quant.onednn import PINNED_OP
-from ernie_qat.quant.saved_model import OpenedModel, opened_model
+from ernie_qat.quant.params_file import encode_tensors, persistable_names, read_tensors, write_tensors
+from ernie_qat.quant.saved_model import OpenedModel
 
 REBUILD_OP = "dequantize_abs_max"
 TABLE_REBUILD_OP = "dequantize_linear"  # per-row ranges (quant_axis 0)
@@ -109,53 +110,70 @@ def _levels(weight: np.ndarray, weight_range, round_type: int) -> np.ndarray:
     return np.clip(levels, -LEVELS, LEVELS).astype(np.int8)
 
 
+def float_weights(prefix: str) -> Tuple[ProgramDesc, Dict[str, np.ndarray]]:
+    """The program at `prefix` with its rebuild ops removed, and its stored tensors by name with the int8 weights
+    rebuilt to float32, read with numpy (ernie_qat.quant.params_file: 0.2 s for ERNIE-base's shape, where loading
+    the model in static mode took 4 s)."""
+    program = ProgramDesc.FromString(Path(f"{prefix}.pdmodel").read_bytes())
+    tensors = read_tensors(f"{prefix}.pdiparams", persistable_names(program))
+    block = program.blocks[0]
+    variables = {v.name: v for v in block.vars}
+    for index in reversed(range(len(block.ops))):
+        op = block.ops[index]
+        if op.type == REBUILD_OP:
+            int8, scale, weight = _argument(op.inputs, "X"), _argument(op.inputs, "Scale"), _argument(op.outputs, "Out")
+            divisor = np.float32(next(a.f for a in op.attrs if a.name == "max_range"))
+            stored = [int8]
+            rebuilt = tensors[scale] * tensors[int8].astype(np.float32) / divisor
+        elif op.type == TABLE_REBUILD_OP:
+            int8, scale, weight = _argument(op.inputs, "X"), _argument(op.inputs, "Scale"), _argument(op.outputs, "Y")
+            stored = [int8, scale, _argument(op.inputs, "ZeroPoint")]
+            rebuilt = tensors[scale][:, None] * tensors[int8].astype(np.float32) / np.float32(LEVELS)
+        else:
+            continue
+        tensors[weight] = rebuilt
+        variables[weight].persistable = True
+        del block.ops[index]
+        for name in stored:
+            del tensors[name]
+            block.vars.remove(variables.pop(name))
+    return program, tensors
+
+
+def _argument(arguments, parameter: str) -> str:
+    """The one variable an OpDesc passes as `parameter` (its `inputs` or `outputs`)."""
+    return next(a.arguments[0] for a in arguments if a.parameter == parameter)
+
+
 def float_weight_buffers(prefix: str) -> Tuple[bytes, bytes]:
-    """The model at `prefix` with its int8 weights rebuilt to float32 and their rebuild ops removed, as
-    (program, parameters) bytes for `inference.Config.set_model_buffer`."""
-    with opened_model(prefix) as model:
-        block = model.block
-        for index in reversed(range(len(block.ops))):
-            op = block.ops[index]
-            if op.type == REBUILD_OP:
-                int8, scale, weight = op.input("X")[0], op.input("Scale")[0], op.output("Out")[0]
-                divisor, stored = np.float32(op.attr("max_range")), [int8]
-                rebuilt = model.tensor(scale) * model.tensor(int8).astype(np.float32) / divisor
-            elif op.type == TABLE_REBUILD_OP:
-                int8, scale, weight = op.input("X")[0], op.input("Scale")[0], op.output("Y")[0]
-                stored = [int8, scale, op.input("ZeroPoint")[0]]
-                rebuilt = model.tensor(scale)[:, None] * model.tensor(int8).astype(np.float32) / np.float32(LEVELS)
-            else:
-                continue
-            model.set_tensor(weight, rebuilt)
-            block.var(weight).persistable = True
-            block._remove_op(index)
-            for name in stored:
-                block._remove_var(name)
-        return model.serialize()
+    """`float_weights` of the model at `prefix` as (program, parameters) bytes for
+    `inference.Config.set_model_buffer`."""
+    program, tensors = float_weights(prefix)
+    return program.SerializeToString(), encode_tensors(tensors, persistable_names(program))
 
 
 @contextlib.contextmanager
 def float_weight_files(prefix: str) -> Iterator[Tuple[str, str]]:
-    """(model file, parameters file) of the model at `prefix` with its int8 weights rebuilt (`float_weight_buffers`),
+    """(model file, parameters file) of the model at `prefix` with its int8 weights rebuilt (`float_weights`),
     in a temporary folder that lasts while the block runs: in memory (/dev/shm) where it fits, else in the
     system's temporary folder (a container's /dev/shm may hold only 64 MB).
 
     Paddle Inference loads a model from files with far less memory than from buffers: the MiniLM MR
     INT8 predictor peaked 354 MB above its imports from files, 1,009 MB from `set_model_buffer`.
     """
-    program, params = float_weight_buffers(prefix)
+    program, tensors = float_weights(prefix)
     places = (["/dev/shm"] if os.access("/dev/shm", os.W_OK) else []) + [None]  # None: tempfile's default
     for place in places:
         with tempfile.TemporaryDirectory(dir=place, prefix="ernie-qat-") as folder:
             files = Path(folder, "model.pdmodel"), Path(folder, "model.pdiparams")
             try:
-                for path, data in zip(files, (program, params)):
-                    path.write_bytes(data)
+                files[0].write_bytes(program.SerializeToString())
+                write_tensors(files[1], tensors, persistable_names(program))
             except OSError:
                 if place is None:
                     raise
                 continue
-            del program, params
+            del program, tensors
             yield str(files[0]), str(files[1])
             return
 
