@@ -42,6 +42,7 @@ from ernie_qat import cli
 from ernie_qat.atomic import write_json
 
 SHAPES = ["ernie-base", "minilm", "tiny"]
+INT8_DOT_PRODUCT_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8"}  # CPUs where oneDNN has fast int8 kernels
 
 
 def machine_info() -> dict:
@@ -125,6 +126,9 @@ def main() -> None:
 
     from ernie_qat.benchmark.inference import format_table, plot, run_benchmark
     machine = machine_info()
+    if not INT8_DOT_PRODUCT_FLAGS & set(machine["cpu_flags"]):
+        print("note: this CPU has no VNNI or AMX: oneDNN runs int8 layers through its GEMM fallback, about as fast "
+              "as FP32 at small batches (docs/int8_speed.md)", file=sys.stderr)
     models = collect_models(args, parser)
     rows = run_benchmark(models, args.batch, args.seq_len, args.threads, args.runs, args.warmup, ort=args.ort,
                          memory=args.memory, progress=True)
