@@ -6,10 +6,10 @@
 #   sam    QAT with SAM steps (ρ = 0.05);
 #   squat  SQuAT: SAM steps on the weights alternating with plain steps on the LSQ step sizes;
 #   ${COMBINE}: the method BEST (default squat) with ${COMBINE} (default kd: experiments/distill.sh's KD).
-# Then the sharpness of every first-seed checkpoint (tools/analyze.py sharpness, on the dev split) and the
-# report (experiments/sam_report.py). Needs the FP32 runs of the README. Resumable: finished runs are
-# skipped, a killed one resumes. TASKS (default "mr r8"), SEEDS_mr (default "42 43 44"), SEEDS_r8
-# (default "42"), FORMATS (default "w4a8 w2a8") and METHODS narrow it down.
+# Then the sharpness of every first-seed checkpoint (tools/analyze.py sharpness, on the dev split; those
+# measured before are kept) and the report (experiments/sam_report.py). Needs the FP32 runs of the
+# README. Resumable: finished runs are skipped, a killed one resumes. TASKS (default "mr r8"), SEEDS_mr
+# (default "42 43 44"), SEEDS_r8 (default "42"), FORMATS (default "w4a8 w2a8") and METHODS narrow it down.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -42,8 +42,6 @@ for task in ${TASKS:-mr r8}; do
   done
   first=${SEEDS[$task]%% *}
   checkpoints=$(for run in runs/sam/${task}_*_s$first; do test -f $run/results.json && echo "--checkpoint $run/checkpoints/best"; done)
-  sharpness=docs/sam/${task}_sharpness
-  test -f $sharpness/sharpness.json && [ -z "$(find runs/sam/ -maxdepth 2 -name results.json -newer $sharpness/sharpness.json)" ] ||
-    $PY tools/analyze.py sharpness $checkpoints --data $task:dev --landscape 21 --out $sharpness
+  $PY tools/analyze.py sharpness $checkpoints --data $task:dev --landscape 21 --out docs/sam/${task}_sharpness
   $PY experiments/sam_report.py $task
 done

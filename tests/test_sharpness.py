@@ -63,6 +63,14 @@ def test_analyze_sharpness_compares_fp32_and_qat_checkpoints(toy_task, fp32_chec
         assert result["worst_case"] >= result["average"] and result["worst_case"] > 0
         assert len(result["landscape"]["random"]) == 5
     assert (out / "landscape.png").read_bytes()[:4] == b"\x89PNG" and "| qat/best |" in (out / "sharpness.md").read_text()
+    again = subprocess.run(done.args, capture_output=True, text=True, cwd=ROOT)  # the same checkpoints and settings
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("measured before with these settings") == 2
+    assert json.loads((out / "sharpness.json").read_text()) == report
+    other = subprocess.run(done.args[:-2] + ["--steps", "2", "--out", str(out)], capture_output=True, text=True,
+                           cwd=ROOT)  # other settings: measured anew
+    assert other.returncode == 0 and "measured before" not in other.stdout, other.stderr
+    assert json.loads((out / "sharpness.json").read_text())["steps"] == 2
     bad = subprocess.run([sys.executable, str(ROOT / "tools" / "analyze.py"), "sharpness", "--checkpoint",
                           str(qat), "--rho", "0"], capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and "--rho must be > 0" in bad.stderr

@@ -17,7 +17,10 @@ heaviest tails, each model overlaid: before/after with --compare).
 (the first `--batches` of the data in order, evaluation mode, fake-quantized where the checkpoint is
 quantized), the loss increase within a ρ-ball: worst case by projected gradient ascent and the
 average over random directions; writes `sharpness.md`, `sharpness.json` and, with --landscape N,
-`landscape.png` (the loss along a random and the gradient direction, N points).
+`landscape.png` (the loss along a random and the gradient direction, N points). `sharpness.json` is
+written after each checkpoint; a checkpoint already in it with the same settings and the same files
+(its manifest's SHA-256) is kept, not measured again, so adding a checkpoint to a finished comparison
+measures that one only.
 
 `kernels` (ernie_qat.analysis.kernels) shows where a deployed predictor's time goes on one batch shape:
 its wall time, Paddle's op profile (calls and ms per run of each op type, with shape inference,
@@ -26,7 +29,10 @@ and data types, with calls and ms per run: the int8 GEMM's kernel, ops left in F
 --shape profiles the benchmark's random-weight model of that shape (tools/benchmark.py).
 """
 import argparse
+import hashlib
+import json
 from pathlib import Path
+from typing import Optional
 
 from ernie_qat import cli
 
@@ -76,7 +82,7 @@ def sharpness_report(args) -> None:
     import paddle
     import paddle.nn.functional as F
 
-    from ernie_qat.analysis.sharpness import markdown, measure, plot_landscapes
+    from ernie_qat.analysis.sharpness import Sharpness, markdown, measure, plot_landscapes
     from ernie_qat.atomic import write_json, write_text
     from ernie_qat.data.batching import collate, encode
     from ernie_qat.data.loader import read_examples
@@ -84,8 +90,24 @@ def sharpness_report(args) -> None:
     from ernie_qat.optim.sam import latent_weights
     from ernie_qat.train.checkpoint import load_checkpoint
 
-    results = {}
+    out = Path(args.out)
+    settings = {"data": args.data, "batches": args.batches, "batch_size": args.batch_size, "steps": args.steps,
+                "directions": args.directions, "rho": args.rho, "adaptive": args.adaptive, "eta": args.eta,
+                "landscape": args.landscape}
+    earlier = measured_before(out / "sharpness.json", settings)
+    results, manifests = {}, {}
+
+    def save_json():
+        write_json(out / "sharpness.json", {**settings, "results": {
+            name: {**r.to_dict(), "checkpoint_manifest": manifests[name]} for name, r in results.items()}})
+
     for folder in args.checkpoint:
+        name = f"{Path(folder).resolve().parent.parent.name}/{Path(folder).name}"
+        manifests[name] = checkpoint_identity(folder)
+        if manifests[name] and earlier.get(name, {}).get("checkpoint_manifest") == manifests[name]:
+            results[name] = Sharpness(**{k: v for k, v in earlier[name].items() if k != "checkpoint_manifest"})
+            print(f"{name}: measured before with these settings (`{out}/sharpness.json`), kept")
+            continue
         model, tokenizer, labels, cfg = load_checkpoint(folder)
         data = args.data or cfg.data.dev_file or f"{cfg.data.dataset}:dev"
         items = encode(read_examples(data_file(data)), tokenizer, cfg.data.max_seq_len, labels)
@@ -96,21 +118,35 @@ def sharpness_report(args) -> None:
         def loss_at():
             return sum(F.cross_entropy(model(b["input_ids"], b["token_type_ids"]), b["labels"]) for b in batches) / len(batches)
 
-        name = f"{Path(folder).resolve().parent.parent.name}/{Path(folder).name}"
         results[name] = measure(loss_at, latent_weights(model), args.rho, args.steps, args.directions, args.adaptive,
                                 args.eta, args.landscape)
         print(f"{name}: " + ", ".join(f"{k} {v:.5f}" for k, v in results[name].to_dict().items()
                                       if k in ("loss", "worst_case", "average")))
-    out = Path(args.out)
+        save_json()  # after each checkpoint: a crash loses one at most
     text = markdown(results)
     write_text(out / "sharpness.md", text)
-    write_json(out / "sharpness.json", {"data": args.data, "batches": args.batches, "batch_size": args.batch_size,
-                                        "steps": args.steps, "directions": args.directions,
-                                        "results": {k: r.to_dict() for k, r in results.items()}})
+    save_json()
     if args.landscape:
         plot_landscapes(results, out / "landscape.png")
     print(text)
     print(f"wrote {out}/sharpness.md, sharpness.json" + (", landscape.png" if args.landscape else ""))
+
+
+def checkpoint_identity(folder) -> Optional[str]:
+    """SHA-256 of a checkpoint's manifest (its files' sizes and checksums), None if it has none."""
+    manifest = Path(folder) / "manifest.json"
+    return hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.is_file() else None
+
+
+def measured_before(path: Path, settings: dict) -> dict:
+    """{checkpoint name: result} of an earlier `sharpness.json` measured with the same settings, else {}."""
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(earlier, dict) or any(earlier.get(k) != v for k, v in settings.items()):
+        return {}
+    return earlier.get("results", {})
 
 
 def kernels_report(args) -> None:
