@@ -1,7 +1,7 @@
 """A saved Paddle inference model (`prefix.pdmodel` / `.pdiparams`) opened in static mode for editing.
 
-Export rewrites the graph PaddleSlim saves (ernie_qat.quant.onednn, ernie_qat.quant.int8_storage),
-and the predictor rebuilds stored int8 weights to float32 before Paddle Inference reads the model.
+Export rewrites the graph PaddleSlim saves (ernie_qat.quant.onednn, ernie_qat.quant.int8_storage). (The
+predictor's rebuild of int8 weights at load reads the files with numpy instead: ernie_qat.quant.params_file.)
 
 Example:
     with opened_model("deploy/r8_int8/model") as model:
@@ -10,11 +10,10 @@ Example:
 """
 import contextlib
 from dataclasses import dataclass
-from typing import Iterator, List, Tuple
+from typing import Iterator, List
 
 import numpy as np
 import paddle
-from paddle.static.io import _serialize_persistables
 
 
 @dataclass
@@ -42,14 +41,6 @@ class OpenedModel:
     def save(self, prefix: str) -> None:
         paddle.static.save_inference_model(prefix, self._feed_vars(), self.fetches, self.executor,
                                            program=self.program)
-
-    def serialize(self) -> Tuple[bytes, bytes]:
-        """(program, parameters) as bytes for `inference.Config.set_model_buffer`.
-
-        Unlike `save`, the program is taken as it is: paddle.static.serialize_program and
-        serialize_persistables prune a copy of it first (0.1 s for 2 layers) and append a scale op.
-        """
-        return self.program.desc.serialize_to_string(), _serialize_persistables(self.program, self.executor)
 
     def _feed_vars(self):
         return [self.block.var(name) for name in self.feeds]
