@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The INT8 speed study of docs/int8_speed.md, on this machine: where a predictor's time goes
+# (tools/analyze.py kernels on the benchmark's random-weight MiniLM, batch 1 x 64 tokens, INT8 and FP32,
+# 1 and 2 threads, and on ERNIE-base at batch 8 x 128 tokens, 2 threads) and the full benchmark of both
+# shapes with the ONNX Runtime peer (pip install -r requirements-bench.txt). Results go to
+# docs/int8_speed/<isa>/, <isa> naming the CPU's best int8 instructions (amx, vnni or avx2), so runs on
+# different CPUs sit side by side. Run it on an idle machine: it takes about 30 minutes on 2 AVX2 cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+flags=$(grep -m1 '^flags' /proc/cpuinfo)
+case "$flags" in
+  *amx_int8*) isa=amx ;;
+  *avx512_vnni*|*avx_vnni*) isa=vnni ;;
+  *) isa=avx2 ;;
+esac
+out=docs/int8_speed/$isa
+mkdir -p "$out"
+for precision in int8 fp32; do
+  for threads in 1 2; do
+    $PY tools/analyze.py kernels --shape minilm --precision $precision --threads $threads --batch 1 --seq-len 64 \
+      --runs 20 --json "$out/minilm_${precision}_b1s64_t$threads.json"
+  done
+done
+for precision in int8 fp32; do
+  $PY tools/analyze.py kernels --shape ernie-base --precision $precision --threads 2 --batch 8 --seq-len 128 \
+    --runs 5 --json "$out/ernie-base_${precision}_b8s128_t2.json"
+done
+$PY tools/benchmark.py --shape minilm --shape ernie-base --runs 7 --warmup 2 --json "$out/benchmark.json" \
+  --png "$out/benchmark.png"
