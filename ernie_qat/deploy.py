@@ -28,7 +28,7 @@ import numpy as np
 import yaml
 from google.protobuf.message import DecodeError
 from paddle import inference
-from paddle.base.proto.framework_pb2 import ProgramDesc, VarType
+from paddle.base.proto.framework_pb2 import ProgramDesc
 from paddlenlp.transformers import ErnieTokenizer
 
 from ernie_qat import __version__
@@ -37,7 +37,7 @@ from ernie_qat.data.batching import Encoded, batched_scores
 from ernie_qat.data.loader import LabelVocab
 from ernie_qat.errors import UserError
 from ernie_qat.quant.int8_storage import float_weight_files
-from ernie_qat.quant.params_file import iter_tensors, tensor_bytes
+from ernie_qat.quant.params_file import iter_tensors, stored_vars, tensor_bytes
 
 DEPLOY_FILE = "deploy.yaml"
 # deploy.yaml's `format`: 2 added `weights`, how the Linear weights are stored (1 stored float32 only); 3 added
@@ -120,8 +120,7 @@ def check_model_files(folder: Path) -> None:
         program = ProgramDesc.FromString(model.read_bytes())
         if not program.blocks:
             raise ValueError("no program")
-        needed = sorted(tensor_bytes(v.type.lod_tensor.tensor) for v in program.blocks[0].vars
-                        if v.persistable and v.type.type == VarType.LOD_TENSOR)
+        needed = sorted(tensor_bytes(v.type.lod_tensor.tensor) for v in stored_vars(program))
     except (OSError, ValueError, DecodeError) as exc:
         raise DeployError(f"`{model}` is missing or damaged ({exc}); {REEXPORT}") from None
     try:

@@ -153,11 +153,10 @@ def kernels_report(args) -> None:
     from ernie_qat.analysis.kernels import format_report, profile_predictor
     from ernie_qat.atomic import write_json
     from ernie_qat.benchmark.inference import synthetic_deploy_dirs
-    from ernie_qat.deploy import Predictor, read_deploy_config
+    from ernie_qat.deploy import Predictor
 
     folder = args.model or synthetic_deploy_dirs(args.shape)[args.precision or "int8"]
-    precision = args.precision or read_deploy_config(folder)["precision"]
-    report = profile_predictor(Predictor(folder, precision=precision, threads=args.threads), args.batch,
+    report = profile_predictor(Predictor(folder, precision=args.precision, threads=args.threads), args.batch,
                                args.seq_len, args.runs)
     print(format_report(report))
     if args.json:

@@ -151,13 +151,20 @@ def random_texts(tokenizer, rng: np.random.Generator, batch: int, seq_len: int) 
     return [" ".join(rng.choice(words, size=max(seq_len - 2, 1))) for _ in range(batch)]
 
 
-def time_tokenizer(deploy_dir, batch: int, seq_len: int, runs: int = 20, warmup: int = 5) -> float:
-    """p50 ms to tokenize a batch of `random_texts` as `Predictor.predict` does (`deploy.encode_texts`)."""
+def time_tokenizer(deploy_dir, batches: Sequence[int], seq_lens: Sequence[int], runs: int = 20,
+                   warmup: int = 5) -> Dict[tuple, float]:
+    """{(batch, seq_len): p50 ms} to tokenize a batch of `random_texts` as `Predictor.predict` does
+    (`deploy.encode_texts`), with the tokenizer of a deployment folder."""
     from paddlenlp.transformers import ErnieTokenizer
     tokenizer = ErnieTokenizer.from_pretrained(str(deploy_dir))
-    texts = random_texts(tokenizer, np.random.default_rng(0), batch, seq_len)
     max_seq_len = read_deploy_config(deploy_dir)["max_seq_len"]
-    return time_callable(encode_texts, (tokenizer, max_seq_len, texts), batch, runs, warmup)["p50_ms"]
+    times = {}
+    for batch in batches:
+        for seq_len in seq_lens:
+            texts = random_texts(tokenizer, np.random.default_rng(0), batch, seq_len)
+            times[batch, seq_len] = time_callable(encode_texts, (tokenizer, max_seq_len, texts), batch, runs,
+                                                  warmup)["p50_ms"]
+    return times
 
 
 def model_size_mb(deploy_dir) -> float:
@@ -314,7 +321,9 @@ def run_benchmark(models: Dict[str, Dict[str, Path]], batches: Sequence[int], se
                 print(f"{name}: {note}", file=sys.stderr)
             plan.append((name, "ort-fp32", info["fp32"], info["ort_fp32_path"]))
             plan.append((name, "ort-int8", info["int8"], info["ort_path"]))
-    rows, tokenize_ms = [], {}
+    tokenize_ms = {name: time_tokenizer(dirs.get("fp32") or dirs["int8"], batches, seq_lens, runs, warmup)
+                   for name, dirs in models.items()}
+    rows = []
     with tqdm(total=len(plan) * len(threads_list) * len(batches) * len(seq_lens), disable=not progress,
               file=sys.stderr, desc="benchmark") as steps:  # closed on an error too: its message starts a line
         for threads in threads_list:
@@ -332,13 +341,10 @@ def run_benchmark(models: Dict[str, Dict[str, Path]], batches: Sequence[int], se
                 for batch in batches:
                     for seq_len in seq_lens:
                         steps.set_postfix_str(f"{name} {engine} t{threads} b{batch} s{seq_len}")
-                        if (name, batch, seq_len) not in tokenize_ms:
-                            folder = models[name].get("fp32") or models[name]["int8"]
-                            tokenize_ms[name, batch, seq_len] = time_tokenizer(folder, batch, seq_len, runs, warmup)
                         ids, types = random_inputs(np.random.default_rng(0), batch, seq_len, vocab)
                         rows.append({"model": name, "engine": engine, "threads": threads, "batch": batch,
                                      "seq_len": seq_len, **time_callable(run, (ids, types), batch, runs, warmup),
-                                     "tokenize_ms": tokenize_ms[name, batch, seq_len], "size_mb": size,
+                                     "tokenize_ms": tokenize_ms[name][batch, seq_len], "size_mb": size,
                                      **loading, "path": str(path),
                                      **({"ort_path": ort_path} if ort_path else {})})
                         steps.update()

@@ -15,7 +15,7 @@ import struct
 from typing import Dict, Iterator, List, Mapping, Optional, Tuple
 
 import numpy as np
-from paddle.base.proto.framework_pb2 import ProgramDesc, VarType
+from paddle.base.proto.framework_pb2 import ProgramDesc, VarDesc, VarType
 
 HEADER = struct.Struct("<IQIi")  # version, LoD level count, tensor version, TensorDesc size
 NUMPY_TYPES = {VarType.BOOL: np.bool_, VarType.UINT8: np.uint8, VarType.INT8: np.int8, VarType.INT16: np.int16,
@@ -25,9 +25,14 @@ DTYPE_BYTES = {**{t: np.dtype(n).itemsize for t, n in NUMPY_TYPES.items()}, VarT
 PADDLE_TYPES = {np.dtype(n): t for t, n in NUMPY_TYPES.items()}
 
 
+def stored_vars(program: ProgramDesc) -> List[VarDesc]:
+    """VarDescs of the program's stored tensors: the persistable LoD tensors of its main block."""
+    return [v for v in program.blocks[0].vars if v.persistable and v.type.type == VarType.LOD_TENSOR]
+
+
 def persistable_names(program: ProgramDesc) -> List[str]:
-    """Names of the program's stored tensors (persistable LoD tensors of its main block), in file order."""
-    return sorted(v.name for v in program.blocks[0].vars if v.persistable and v.type.type == VarType.LOD_TENSOR)
+    """Names of the program's stored tensors, in file order."""
+    return sorted(v.name for v in stored_vars(program))
 
 
 def tensor_bytes(desc: VarType.TensorDesc) -> int:
@@ -84,7 +89,7 @@ def encode_tensor(array: np.ndarray) -> bytes:
     if array.dtype not in PADDLE_TYPES:
         raise ValueError(f"no Paddle data type for numpy {array.dtype}")
     desc = VarType.TensorDesc(data_type=PADDLE_TYPES[array.dtype], dims=list(array.shape)).SerializeToString()
-    return HEADER.pack(0, 0, 0, len(desc)) + desc + array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+    return HEADER.pack(0, 0, 0, len(desc)) + desc + array.tobytes()  # numpy's native order: little-endian here
 
 
 def write_tensors(path, tensors: Mapping[str, np.ndarray], names: List[str]) -> None:
