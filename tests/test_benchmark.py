@@ -14,7 +14,8 @@ import pytest
 from conftest import ROOT
 from ernie_qat.benchmark.footprint import MEMORY_KEYS, _peak_rss_mb
 from ernie_qat.benchmark.inference import (BenchmarkError, model_size_mb, random_inputs, random_texts,
-                                           run_benchmark, synthetic_deploy_dirs, time_predictor)
+                                           run_benchmark, synthetic_deploy_dirs, time_interleaved,
+                                           time_predictor)
 from ernie_qat.deploy import Predictor
 
 ROW_KEYS = {"model", "engine", "threads", "batch", "seq_len", "p50_ms", "p90_ms", "p99_ms", "throughput",
@@ -46,6 +47,17 @@ def test_time_predictor(tiny_dirs):
     stats = time_predictor(Predictor(tiny_dirs["int8"], threads=1), batch=2, seq_len=16, runs=5, warmup=1)
     assert 0 < stats["p50_ms"] <= stats["p90_ms"] <= stats["p99_ms"]
     assert stats["throughput"] > 0
+
+
+def test_time_interleaved_calls_each_engine_in_turn():
+    calls = []
+    engines = {name: (calls.append, (name,)) for name in ("a", "b", "c")}
+    stats = time_interleaved(engines, batch=4, runs=4, warmup=2)
+    assert calls[:6] == ["a", "a", "b", "b", "c", "c"]  # warm-up, engine by engine
+    rounds = [calls[6 + 3 * i:9 + 3 * i] for i in range(4)]
+    assert rounds == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"], ["a", "b", "c"]]  # rotated each round
+    assert set(stats) == {"a", "b", "c"}
+    assert all(0 < s["p50_ms"] <= s["p99_ms"] and s["throughput"] == 4e3 / s["p50_ms"] for s in stats.values())
 
 
 def test_random_texts_have_the_benchmarked_length(tiny_dirs):

@@ -12,7 +12,8 @@ model of a named shape (exported once, cached). ONNX Runtime rows need `onnxrunt
 FP32 export; they convert it with paddle2onnx, apply ORT's BERT fusion where it works, and quantize
 with `quantize_dynamic`; the `ort_path` column says which path was used.
 
-Latency is per batch in ms (p50/p90/p99 over --runs after --warmup); throughput is sequences/s at
+Latency is per batch in ms (p50/p90/p99 over --runs after --warmup; the engines of a model take turns
+call by call, so a machine whose speed drifts slows them alike); throughput is sequences/s at
 p50; speedup is against paddle-fp32 of the same model, threads, batch and sequence length. size_mb
 is the model on disk (model.pdmodel + model.pdiparams; the .onnx file for ONNX Runtime). Each
 predictor or session (model, engine, threads) is also loaded in a fresh process with OMP_NUM_THREADS

@@ -124,8 +124,14 @@ def random_inputs(rng: np.random.Generator, batch: int, seq_len: int, vocab_size
     return ids, np.zeros_like(ids)
 
 
+def latency_stats(seconds: Sequence[float], batch: int) -> dict:
+    """p50/p90/p99 latency (ms) of call durations in seconds, and throughput (sequences/s at p50)."""
+    p50, p90, p99 = (float(np.percentile(np.array(seconds) * 1e3, q)) for q in (50, 90, 99))
+    return {"p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "throughput": batch * 1e3 / p50}
+
+
 def time_callable(fn, args, batch: int, runs: int, warmup: int) -> dict:
-    """p50/p90/p99 latency (ms) over `runs` calls of fn(*args) after `warmup`; throughput (sequences/s at p50)."""
+    """`latency_stats` of `runs` calls of fn(*args) after `warmup`."""
     for _ in range(warmup):
         fn(*args)
     seconds = []
@@ -133,8 +139,29 @@ def time_callable(fn, args, batch: int, runs: int, warmup: int) -> dict:
         start = time.perf_counter()
         fn(*args)
         seconds.append(time.perf_counter() - start)
-    p50, p90, p99 = (float(np.percentile(np.array(seconds) * 1e3, q)) for q in (50, 90, 99))
-    return {"p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "throughput": batch * 1e3 / p50}
+    return latency_stats(seconds, batch)
+
+
+def time_interleaved(calls: Dict[str, tuple], batch: int, runs: int, warmup: int) -> Dict[str, dict]:
+    """`latency_stats` of each {name: (fn, args)} over `runs` rounds that call every fn once, in an order
+    rotated each round, after `warmup` calls of each.
+
+    Engines compared this way see the same machine: on a shared VM whose speed drifts over minutes (seen
+    here: the same predictor 2x slower an hour later), their ratios stay right where back-to-back blocks
+    of calls would not.
+    """
+    names = list(calls)
+    for name in names:
+        for _ in range(warmup):
+            calls[name][0](*calls[name][1])
+    seconds = {name: [] for name in names}
+    for round_ in range(runs):
+        for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+            fn, args = calls[name]
+            start = time.perf_counter()
+            fn(*args)
+            seconds[name].append(time.perf_counter() - start)
+    return {name: latency_stats(s, batch) for name, s in seconds.items()}
 
 
 def time_predictor(predictor: Predictor, batch: int, seq_len: int, runs: int = 20, warmup: int = 5,
@@ -292,7 +319,8 @@ def run_benchmark(models: Dict[str, Dict[str, Path]], batches: Sequence[int], se
     tokenizing `random_texts` of that batch and length, apart from the model's time), size_mb (model
     files on disk), load_s, rss_mb, peak_rss_mb, baseline_rss_mb (`measure_engine`, one child process
     per (model, engine, threads), at the largest batch and seq_len; all None unless `memory`), path,
-    and ort_path on ONNX Runtime rows. One predictor or session per (engine, threads).
+    and ort_path on ONNX Runtime rows. One predictor or session per (engine, threads); the engines of one
+    model are timed together, call by call (`time_interleaved`), so their ratios come from the same minutes.
     """
     from tqdm import tqdm
     from ernie_qat.benchmark.footprint import MEMORY_KEYS, measure_engine
@@ -327,28 +355,35 @@ def run_benchmark(models: Dict[str, Dict[str, Path]], batches: Sequence[int], se
     with tqdm(total=len(plan) * len(threads_list) * len(batches) * len(seq_lens), disable=not progress,
               file=sys.stderr, desc="benchmark") as steps:  # closed on an error too: its message starts a line
         for threads in threads_list:
-            for name, engine, path, ort_path in plan:
-                onnx_vocab = None if engine.startswith("paddle") else _vocab_size(models[name]["fp32"])
-                loading = dict.fromkeys(MEMORY_KEYS)
-                if memory:  # before this process loads the engine: the child then has the machine to itself
-                    steps.set_postfix_str(f"{name} {engine} t{threads} load time and memory")
-                    loading = measure_engine(engine, path, threads, max(batches), max(seq_lens), onnx_vocab)
-                run, vocab = load_engine(engine, path, threads)
-                if engine.startswith("paddle"):
-                    size = model_size_mb(path)
-                else:
-                    vocab, size = onnx_vocab, Path(path).stat().st_size / 1e6
+            for name in models:
+                engines = [(engine, path, ort_path) for model, engine, path, ort_path in plan if model == name]
+                onnx_vocab = _vocab_size(models[name]["fp32"]) if "fp32" in models[name] else None
+                loading = {engine: dict.fromkeys(MEMORY_KEYS) for engine, _, _ in engines}
+                if memory:  # before this process loads the engines: each child has the machine to itself
+                    for engine, path, _ in engines:
+                        steps.set_postfix_str(f"{name} {engine} t{threads} load time and memory")
+                        loading[engine] = measure_engine(engine, path, threads, max(batches), max(seq_lens),
+                                                         None if engine.startswith("paddle") else onnx_vocab)
+                runners, vocab, size = {}, {}, {}
+                for engine, path, _ in engines:
+                    runners[engine], vocab[engine] = load_engine(engine, path, threads)
+                    vocab[engine] = vocab[engine] or onnx_vocab
+                    size[engine] = model_size_mb(path) if engine.startswith("paddle") else Path(path).stat().st_size / 1e6
                 for batch in batches:
                     for seq_len in seq_lens:
-                        steps.set_postfix_str(f"{name} {engine} t{threads} b{batch} s{seq_len}")
-                        ids, types = random_inputs(np.random.default_rng(0), batch, seq_len, vocab)
-                        rows.append({"model": name, "engine": engine, "threads": threads, "batch": batch,
-                                     "seq_len": seq_len, **time_callable(run, (ids, types), batch, runs, warmup),
-                                     "tokenize_ms": tokenize_ms[name][batch, seq_len], "size_mb": size,
-                                     **loading, "path": str(path),
-                                     **({"ort_path": ort_path} if ort_path else {})})
-                        steps.update()
-                run = None  # free this engine's memory before the next one
+                        steps.set_postfix_str(f"{name} t{threads} b{batch} s{seq_len}")
+                        calls = {engine: (runners[engine], random_inputs(np.random.default_rng(0), batch, seq_len,
+                                                                         vocab[engine]))
+                                 for engine, _, _ in engines}
+                        stats = time_interleaved(calls, batch, runs, warmup)
+                        for engine, path, ort_path in engines:
+                            rows.append({"model": name, "engine": engine, "threads": threads, "batch": batch,
+                                         "seq_len": seq_len, **stats[engine],
+                                         "tokenize_ms": tokenize_ms[name][batch, seq_len], "size_mb": size[engine],
+                                         **loading[engine], "path": str(path),
+                                         **({"ort_path": ort_path} if ort_path else {})})
+                            steps.update()
+                runners = None  # free this model's engines before the next one
     key = lambda r: (r["model"], r["threads"], r["batch"], r["seq_len"])  # noqa: E731
     base = {key(r): r["p50_ms"] for r in rows if r["engine"] == "paddle-fp32"}
     for r in rows:
