@@ -26,5 +26,5 @@ for precision in int8 fp32; do
   $PY tools/analyze.py kernels --shape ernie-base --precision $precision --threads 2 --batch 8 --seq-len 128 \
     --runs 5 --json "$out/ernie-base_${precision}_b8s128_t2.json"
 done
-$PY tools/benchmark.py --shape minilm --shape ernie-base --runs 7 --warmup 2 --json "$out/benchmark.json" \
+$PY tools/benchmark.py --shape minilm --shape ernie-base --runs 8 --warmup 1 --json "$out/benchmark.json" \
   --png "$out/benchmark.png"

@@ -49,13 +49,12 @@ def test_time_predictor(tiny_dirs):
     assert stats["throughput"] > 0
 
 
-def test_time_interleaved_calls_each_engine_in_turn():
+def test_time_interleaved_gives_each_engine_its_turn():
     calls = []
     engines = {name: (calls.append, (name,)) for name in ("a", "b", "c")}
-    stats = time_interleaved(engines, batch=4, runs=4, warmup=2)
-    assert calls[:6] == ["a", "a", "b", "b", "c", "c"]  # warm-up, engine by engine
-    rounds = [calls[6 + 3 * i:9 + 3 * i] for i in range(4)]
-    assert rounds == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"], ["a", "b", "c"]]  # rotated each round
+    stats = time_interleaved(engines, batch=4, runs=5, warmup=1, rounds=2, settle_s=0)
+    # round 1: 1 warm-up + 3 timed calls each, a-b-c; round 2: 1 + 2, rotated to b-c-a
+    assert calls == ["a"] * 4 + ["b"] * 4 + ["c"] * 4 + ["b"] * 3 + ["c"] * 3 + ["a"] * 3
     assert set(stats) == {"a", "b", "c"}
     assert all(0 < s["p50_ms"] <= s["p99_ms"] and s["throughput"] == 4e3 / s["p50_ms"] for s in stats.values())
 

@@ -12,8 +12,9 @@ model of a named shape (exported once, cached). ONNX Runtime rows need `onnxrunt
 FP32 export; they convert it with paddle2onnx, apply ORT's BERT fusion where it works, and quantize
 with `quantize_dynamic`; the `ort_path` column says which path was used.
 
-Latency is per batch in ms (p50/p90/p99 over --runs after --warmup; the engines of a model take turns
-call by call, so a machine whose speed drifts slows them alike); throughput is sequences/s at
+Latency is per batch in ms (p50/p90/p99 over --runs). The engines of a model take turns, two rounds per
+cell, so a machine whose speed drifts slows them alike; each turn starts with a 0.3 s pause and --warmup
+untimed runs. Throughput is sequences/s at
 p50; speedup is against paddle-fp32 of the same model, threads, batch and sequence length. size_mb
 is the model on disk (model.pdmodel + model.pdiparams; the .onnx file for ONNX Runtime). Each
 predictor or session (model, engine, threads) is also loaded in a fresh process with OMP_NUM_THREADS
@@ -106,7 +107,7 @@ def main() -> None:
     parser.add_argument("--threads", nargs="+", type=cli.positive_int, help="default 1 2 (--train: 2)")
     parser.add_argument("--runs", type=cli.positive_int,
                         help="timed runs per configuration (default 20; --train: 5 steps)")
-    parser.add_argument("--warmup", type=cli.non_negative_int, help="untimed runs before them (default 5; --train: 2)")
+    parser.add_argument("--warmup", type=cli.non_negative_int, help="untimed runs at the start of each turn (default 2; --train: 2 before them)")
     parser.add_argument("--ort", action=argparse.BooleanOptionalAction, default=True,
                         help="add ONNX Runtime rows (skipped with a note if onnxruntime is missing)")
     parser.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
@@ -118,7 +119,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.train:
         return train_main(args, parser)
-    defaults = {"shape": [], "batch": [1, 8, 32], "seq_len": [64, 128], "threads": [1, 2], "runs": 20, "warmup": 5}
+    defaults = {"shape": [], "batch": [1, 8, 32], "seq_len": [64, 128], "threads": [1, 2], "runs": 20, "warmup": 2}
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)

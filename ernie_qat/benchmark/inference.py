@@ -47,6 +47,7 @@ SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 CALIBRATION_BATCHES, CALIBRATION_SHAPE = 4, (4, 64)  # train-mode forwards that set the activation scales
 ENGINES = ("paddle-fp32", "paddle-int8", "ort-fp32", "ort-int8")
 ONNX_OPSET = 13
+SETTLE_S = 0.3  # pause before an engine's turn in `time_interleaved`: longer than OpenMP's 200 ms spin
 
 
 class BenchmarkError(DeployError):
@@ -142,25 +143,30 @@ def time_callable(fn, args, batch: int, runs: int, warmup: int) -> dict:
     return latency_stats(seconds, batch)
 
 
-def time_interleaved(calls: Dict[str, tuple], batch: int, runs: int, warmup: int) -> Dict[str, dict]:
-    """`latency_stats` of each {name: (fn, args)} over `runs` rounds that call every fn once, in an order
-    rotated each round, after `warmup` calls of each.
+def time_interleaved(calls: Dict[str, tuple], batch: int, runs: int, warmup: int, rounds: int = 2,
+                     settle_s: float = SETTLE_S) -> Dict[str, dict]:
+    """`latency_stats` of each {name: (fn, args)}, timed in `rounds` rounds that give every fn its turn, in
+    an order rotated each round. A turn is a pause of `settle_s`, `warmup` untimed calls, then its share
+    of the `runs` timed calls.
 
-    Engines compared this way see the same machine: on a shared VM whose speed drifts over minutes (seen
-    here: the same predictor 2x slower an hour later), their ratios stay right where back-to-back blocks
-    of calls would not.
+    Engines compared this way see the same minutes of a shared VM whose speed drifts (seen here: one
+    predictor 2x slower an hour later). The pause lets the previous engine's thread pool stop spinning
+    (Intel OpenMP spins 200 ms after a parallel region, ONNX Runtime's pool spins too) and the untimed
+    calls bring the engine's weights back into cache, so a turn runs as a process serving one model would.
     """
     names = list(calls)
-    for name in names:
-        for _ in range(warmup):
-            calls[name][0](*calls[name][1])
     seconds = {name: [] for name in names}
-    for round_ in range(runs):
+    for round_ in range(rounds):
+        share = runs // rounds + (round_ < runs % rounds)
         for name in names[round_ % len(names):] + names[:round_ % len(names)]:
             fn, args = calls[name]
-            start = time.perf_counter()
-            fn(*args)
-            seconds[name].append(time.perf_counter() - start)
+            time.sleep(settle_s)
+            for _ in range(warmup):
+                fn(*args)
+            for _ in range(share):
+                start = time.perf_counter()
+                fn(*args)
+                seconds[name].append(time.perf_counter() - start)
     return {name: latency_stats(s, batch) for name, s in seconds.items()}
 
 
@@ -320,7 +326,8 @@ def run_benchmark(models: Dict[str, Dict[str, Path]], batches: Sequence[int], se
     files on disk), load_s, rss_mb, peak_rss_mb, baseline_rss_mb (`measure_engine`, one child process
     per (model, engine, threads), at the largest batch and seq_len; all None unless `memory`), path,
     and ort_path on ONNX Runtime rows. One predictor or session per (engine, threads); the engines of one
-    model are timed together, call by call (`time_interleaved`), so their ratios come from the same minutes.
+    model are timed together, call by call (`time_interleaved`), so their ratios come from the same minutes;
+    --warmup untimed calls start each turn.
     """
     from tqdm import tqdm
     from ernie_qat.benchmark.footprint import MEMORY_KEYS, measure_engine
