@@ -14,7 +14,7 @@ import pytest
 from conftest import ROOT
 from ernie_qat.benchmark.footprint import MEMORY_KEYS, _peak_rss_mb
 from ernie_qat.benchmark.inference import (BenchmarkError, model_size_mb, random_inputs, random_texts,
-                                           run_benchmark, synthetic_deploy_dirs, time_interleaved,
+                                           run_benchmark, synthetic_deploy_dirs, time_in_turns,
                                            time_predictor)
 from ernie_qat.deploy import Predictor
 
@@ -49,10 +49,10 @@ def test_time_predictor(tiny_dirs):
     assert stats["throughput"] > 0
 
 
-def test_time_interleaved_gives_each_engine_its_turn():
+def test_time_in_turns_gives_each_engine_its_turn():
     calls = []
     engines = {name: (calls.append, (name,)) for name in ("a", "b", "c")}
-    stats = time_interleaved(engines, batch=4, runs=5, warmup=1, rounds=2, settle_s=0)
+    stats = time_in_turns(engines, batch=4, runs=5, warmup=1, rounds=2, settle_s=0)
     # round 1: 1 warm-up + 3 timed calls each, a-b-c; round 2: 1 + 2, rotated to b-c-a
     assert calls == ["a"] * 4 + ["b"] * 4 + ["c"] * 4 + ["b"] * 3 + ["c"] * 3 + ["a"] * 3
     assert set(stats) == {"a", "b", "c"}

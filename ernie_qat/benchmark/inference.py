@@ -47,7 +47,7 @@ SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 CALIBRATION_BATCHES, CALIBRATION_SHAPE = 4, (4, 64)  # train-mode forwards that set the activation scales
 ENGINES = ("paddle-fp32", "paddle-int8", "ort-fp32", "ort-int8")
 ONNX_OPSET = 13
-SETTLE_S = 0.3  # pause before an engine's turn in `time_interleaved`: longer than OpenMP's 200 ms spin
+SETTLE_S = 0.3  # pause before an engine's turn in `time_in_turns`: longer than OpenMP's 200 ms spin
 
 
 class BenchmarkError(DeployError):
@@ -143,7 +143,7 @@ def time_callable(fn, args, batch: int, runs: int, warmup: int) -> dict:
     return latency_stats(seconds, batch)
 
 
-def time_interleaved(calls: Dict[str, tuple], batch: int, runs: int, warmup: int, rounds: int = 2,
+def time_in_turns(calls: Dict[str, tuple], batch: int, runs: int, warmup: int, rounds: int = 2,
                      settle_s: float = SETTLE_S) -> Dict[str, dict]:
     """`latency_stats` of each {name: (fn, args)}, timed in `rounds` rounds that give every fn its turn, in
     an order rotated each round. A turn is a pause of `settle_s`, `warmup` untimed calls, then its share
@@ -325,9 +325,9 @@ def run_benchmark(models: Dict[str, Dict[str, Path]], batches: Sequence[int], se
     tokenizing `random_texts` of that batch and length, apart from the model's time), size_mb (model
     files on disk), load_s, rss_mb, peak_rss_mb, baseline_rss_mb (`measure_engine`, one child process
     per (model, engine, threads), at the largest batch and seq_len; all None unless `memory`), path,
-    and ort_path on ONNX Runtime rows. One predictor or session per (engine, threads); the engines of one
-    model are timed together, call by call (`time_interleaved`), so their ratios come from the same minutes;
-    --warmup untimed calls start each turn.
+    and ort_path on ONNX Runtime rows. One predictor or session per (engine, threads). The engines of one
+    model are loaded together and take turns in each cell (`time_in_turns`, --warmup untimed calls
+    starting each turn), so their ratios come from the same minutes.
     """
     from tqdm import tqdm
     from ernie_qat.benchmark.footprint import MEMORY_KEYS, measure_engine
@@ -382,7 +382,7 @@ def run_benchmark(models: Dict[str, Dict[str, Path]], batches: Sequence[int], se
                         calls = {engine: (runners[engine], random_inputs(np.random.default_rng(0), batch, seq_len,
                                                                          vocab[engine]))
                                  for engine, _, _ in engines}
-                        stats = time_interleaved(calls, batch, runs, warmup)
+                        stats = time_in_turns(calls, batch, runs, warmup)
                         for engine, path, ort_path in engines:
                             rows.append({"model": name, "engine": engine, "threads": threads, "batch": batch,
                                          "seq_len": seq_len, **stats[engine],
