@@ -107,7 +107,8 @@ def main() -> None:
     parser.add_argument("--threads", nargs="+", type=cli.positive_int, help="default 1 2 (--train: 2)")
     parser.add_argument("--runs", type=cli.positive_int,
                         help="timed runs per configuration (default 20; --train: 5 steps)")
-    parser.add_argument("--warmup", type=cli.non_negative_int, help="untimed runs at the start of each turn (default 2; --train: 2 before them)")
+    parser.add_argument("--warmup", type=cli.non_negative_int,
+                        help="untimed runs at the start of each turn (default 2; --train: 2 before them)")
     parser.add_argument("--ort", action=argparse.BooleanOptionalAction, default=True,
                         help="add ONNX Runtime rows (skipped with a note if onnxruntime is missing)")
     parser.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,

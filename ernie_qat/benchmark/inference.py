@@ -131,8 +131,8 @@ def latency_stats(seconds: Sequence[float], batch: int) -> dict:
     return {"p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "throughput": batch * 1e3 / p50}
 
 
-def time_callable(fn, args, batch: int, runs: int, warmup: int) -> dict:
-    """`latency_stats` of `runs` calls of fn(*args) after `warmup`."""
+def call_seconds(fn, args, runs: int, warmup: int = 0) -> List[float]:
+    """Durations in seconds of `runs` calls of fn(*args), after `warmup` untimed ones."""
     for _ in range(warmup):
         fn(*args)
     seconds = []
@@ -140,11 +140,16 @@ def time_callable(fn, args, batch: int, runs: int, warmup: int) -> dict:
         start = time.perf_counter()
         fn(*args)
         seconds.append(time.perf_counter() - start)
-    return latency_stats(seconds, batch)
+    return seconds
+
+
+def time_callable(fn, args, batch: int, runs: int, warmup: int) -> dict:
+    """`latency_stats` of `runs` calls of fn(*args) after `warmup`."""
+    return latency_stats(call_seconds(fn, args, runs, warmup), batch)
 
 
 def time_in_turns(calls: Dict[str, tuple], batch: int, runs: int, warmup: int, rounds: int = 2,
-                     settle_s: float = SETTLE_S) -> Dict[str, dict]:
+                  settle_s: float = SETTLE_S) -> Dict[str, dict]:
     """`latency_stats` of each {name: (fn, args)}, timed in `rounds` rounds that give every fn its turn, in
     an order rotated each round. A turn is a pause of `settle_s`, `warmup` untimed calls, then its share
     of the `runs` timed calls.
@@ -159,14 +164,8 @@ def time_in_turns(calls: Dict[str, tuple], batch: int, runs: int, warmup: int, r
     for round_ in range(rounds):
         share = runs // rounds + (round_ < runs % rounds)
         for name in names[round_ % len(names):] + names[:round_ % len(names)]:
-            fn, args = calls[name]
             time.sleep(settle_s)
-            for _ in range(warmup):
-                fn(*args)
-            for _ in range(share):
-                start = time.perf_counter()
-                fn(*args)
-                seconds[name].append(time.perf_counter() - start)
+            seconds[name] += call_seconds(*calls[name], runs=share, warmup=warmup)
     return {name: latency_stats(s, batch) for name, s in seconds.items()}
 
 
@@ -375,7 +374,8 @@ def run_benchmark(models: Dict[str, Dict[str, Path]], batches: Sequence[int], se
                 for engine, path, _ in engines:
                     runners[engine], vocab[engine] = load_engine(engine, path, threads)
                     vocab[engine] = vocab[engine] or onnx_vocab
-                    size[engine] = model_size_mb(path) if engine.startswith("paddle") else Path(path).stat().st_size / 1e6
+                    size[engine] = (model_size_mb(path) if engine.startswith("paddle")
+                                    else Path(path).stat().st_size / 1e6)
                 for batch in batches:
                     for seq_len in seq_lens:
                         steps.set_postfix_str(f"{name} t{threads} b{batch} s{seq_len}")
