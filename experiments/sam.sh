@@ -9,7 +9,9 @@
 # Then the sharpness of every first-seed checkpoint (tools/analyze.py sharpness, on the dev split; those
 # measured before are kept) and the report (experiments/sam_report.py). Needs the FP32 runs of the
 # README. Resumable: finished runs are skipped, a killed one resumes. TASKS (default "mr r8"), SEEDS_mr
-# (default "42 43 44"), SEEDS_r8 (default "42"), FORMATS (default "w4a8 w2a8") and METHODS narrow it down.
+# (default "42 43 44"), SEEDS_r8 (default "42"), FORMATS (default "w4a8 w2a8") and METHODS narrow it down;
+# ANALYZE=0 trains only (for lanes run side by side at one thread each; a last call with the default
+# measures and reports); LANDSCAPE (default 21) sets the landscape's points.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -40,8 +42,9 @@ for task in ${TASKS:-mr r8}; do
       for method in ${METHODS:-qat sam squat $BEST+$COMBINE}; do run $task $format $method $seed; done
     done
   done
+  test "${ANALYZE:-1}" = 0 && continue
   first=${SEEDS[$task]%% *}
   checkpoints=$(for run in runs/sam/${task}_*_s$first; do test -f $run/results.json && echo "--checkpoint $run/checkpoints/best"; done)
-  $PY tools/analyze.py sharpness $checkpoints --data $task:dev --landscape 21 --out docs/sam/${task}_sharpness
+  $PY tools/analyze.py sharpness $checkpoints --data $task:dev --landscape ${LANDSCAPE:-21} --out docs/sam/${task}_sharpness
   $PY experiments/sam_report.py $task
 done
