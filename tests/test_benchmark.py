@@ -118,7 +118,8 @@ def test_cli_writes_json_and_png(tmp_path):
     out_json, out_png = tmp_path / "bench.json", tmp_path / "bench.png"
     result = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "benchmark.py"), "--shape", "tiny", "--batch", "1", "--seq-len", "16",
-         "--threads", "1", "--runs", "2", "--warmup", "1", "--no-ort", "--json", str(out_json), "--png", str(out_png)],
+         "--threads", "1", "--runs", "3", "--rounds", "3", "--warmup", "1", "--no-ort", "--json", str(out_json),
+         "--png", str(out_png)],
         capture_output=True, timeout=300, env={**os.environ, "ERNIE_QAT_HOME": str(tmp_path / "home")})
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     report = json.loads(out_json.read_text())
@@ -126,7 +127,7 @@ def test_cli_writes_json_and_png(tmp_path):
     assert report["machine"]["cores"] >= 1 and report["machine"]["versions"]["paddlepaddle"]
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert b"paddle-int8" in result.stdout and b"rss_mb" in result.stdout
-    assert report["settings"]["memory"] is True
+    assert report["settings"]["memory"] is True and report["settings"]["rounds"] == 3
     assert_measured(report["rows"])
 
 
@@ -147,3 +148,5 @@ def test_cli_real_export_and_user_errors(tiny_dirs, tmp_path):
                  ["--model", tiny_dirs["fp32"], "--fp32-model", tiny_dirs["fp32"]]):
         result = run(*args, "--no-ort")
         assert result.returncode == 2 and b"error: " in result.stderr and b"Traceback" not in result.stderr, args
+    result = run("--model", tiny_dirs["int8"], "--runs", "2", "--rounds", "3", "--no-ort")
+    assert result.returncode == 2 and b"--rounds 3 exceeds --runs 2" in result.stderr

@@ -12,9 +12,9 @@ model of a named shape (exported once, cached). ONNX Runtime rows need `onnxrunt
 FP32 export; they convert it with paddle2onnx, apply ORT's BERT fusion where it works, and quantize
 with `quantize_dynamic`; the `ort_path` column says which path was used.
 
-Latency is per batch in ms (p50/p90/p99 over --runs). The engines of a model take turns, two rounds per
-cell, so a machine whose speed drifts slows them alike; each turn starts with a 0.3 s pause and --warmup
-untimed runs. Throughput is sequences/s at
+Latency is per batch in ms (p50/p90/p99 over --runs). The engines of a model take turns, --rounds rounds
+per cell (default 2), so a machine whose speed drifts slows them alike (more rounds even out faster drift);
+each turn starts with a 0.3 s pause and --warmup untimed runs. Throughput is sequences/s at
 p50; speedup is against paddle-fp32 of the same model, threads, batch and sequence length. size_mb
 is the model on disk (model.pdmodel + model.pdiparams; the .onnx file for ONNX Runtime). Each
 predictor or session (model, engine, threads) is also loaded in a fresh process with OMP_NUM_THREADS
@@ -109,6 +109,8 @@ def main() -> None:
                         help="timed runs per configuration (default 20; --train: 5 steps)")
     parser.add_argument("--warmup", type=cli.non_negative_int,
                         help="untimed runs at the start of each turn (default 2; --train: 2 before them)")
+    parser.add_argument("--rounds", type=cli.positive_int,
+                        help="turns each engine gets per cell, sharing --runs (default 2; not with --train)")
     parser.add_argument("--ort", action=argparse.BooleanOptionalAction, default=True,
                         help="add ONNX Runtime rows (skipped with a note if onnxruntime is missing)")
     parser.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
@@ -126,6 +128,10 @@ def main() -> None:
             setattr(args, key, value)
     if not args.model and not args.shape:
         parser.error("give at least one --model or --shape")
+    if args.rounds is None:
+        args.rounds = min(2, args.runs)
+    elif args.rounds > args.runs:
+        parser.error(f"--rounds {args.rounds} exceeds --runs {args.runs}: every turn needs a timed run")
 
     from ernie_qat.benchmark.inference import format_table, plot, run_benchmark
     machine = machine_info()
@@ -134,10 +140,11 @@ def main() -> None:
               "as FP32 at small batches (docs/int8_speed.md)", file=sys.stderr)
     models = collect_models(args, parser)
     rows = run_benchmark(models, args.batch, args.seq_len, args.threads, args.runs, args.warmup, ort=args.ort,
-                         memory=args.memory, progress=True)
+                         memory=args.memory, progress=True, rounds=args.rounds)
     print(format_table(rows))
     if args.json:
-        settings = {k: getattr(args, k) for k in ("batch", "seq_len", "threads", "runs", "warmup", "ort", "memory")}
+        settings = {k: getattr(args, k) for k in ("batch", "seq_len", "threads", "runs", "warmup", "rounds", "ort",
+                                                  "memory")}
         report = {"machine": machine, "settings": settings,
                   "models": {name: {p: str(d) for p, d in dirs.items()} for name, dirs in models.items()},
                   "rows": rows}
@@ -150,8 +157,8 @@ def main() -> None:
 
 def train_main(args, parser) -> None:
     """--train: time training steps for every shape, batch, sequence length and thread count."""
-    if args.model or args.fp32_model or args.png:
-        parser.error("--train times random-weight models of --shape; --model, --fp32-model and --png "
+    if args.model or args.fp32_model or args.png or args.rounds:
+        parser.error("--train times random-weight models of --shape; --model, --fp32-model, --png and --rounds "
                      "are for the inference benchmark")
     from ernie_qat.benchmark.training import format_train_table, run_train_benchmark
     from ernie_qat.env import cpu_settings

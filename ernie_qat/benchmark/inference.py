@@ -314,7 +314,7 @@ def _relative_logit_diff(a: Path, b: Path) -> float:
 
 def run_benchmark(models: Dict[str, Dict[str, Path]], batches: Sequence[int], seq_lens: Sequence[int],
                   threads_list: Sequence[int], runs: int = 20, warmup: int = 5, ort: bool = False,
-                  memory: bool = True, progress: bool = False) -> List[dict]:
+                  memory: bool = True, progress: bool = False, rounds: int = 2) -> List[dict]:
     """Time every (model, engine, threads, batch, seq_len); returns one row (dict) each.
 
     `models` maps a name to {"fp32": dir, "int8": dir} (either may be missing; a quantized export may
@@ -325,8 +325,8 @@ def run_benchmark(models: Dict[str, Dict[str, Path]], batches: Sequence[int], se
     files on disk), load_s, rss_mb, peak_rss_mb, baseline_rss_mb (`measure_engine`, one child process
     per (model, engine, threads), at the largest batch and seq_len; all None unless `memory`), path,
     and ort_path on ONNX Runtime rows. One predictor or session per (engine, threads). The engines of one
-    model are loaded together and take turns in each cell (`time_in_turns`, --warmup untimed calls
-    starting each turn), so their ratios come from the same minutes.
+    model are loaded together and take turns in each cell (`time_in_turns`: `rounds` rounds, --warmup untimed
+    calls starting each turn), so their ratios come from the same minutes.
     """
     from tqdm import tqdm
     from ernie_qat.benchmark.footprint import MEMORY_KEYS, measure_engine
@@ -382,7 +382,7 @@ def run_benchmark(models: Dict[str, Dict[str, Path]], batches: Sequence[int], se
                         calls = {engine: (runners[engine], random_inputs(np.random.default_rng(0), batch, seq_len,
                                                                          vocab[engine]))
                                  for engine, _, _ in engines}
-                        stats = time_in_turns(calls, batch, runs, warmup)
+                        stats = time_in_turns(calls, batch, runs, warmup, rounds)
                         for engine, path, ort_path in engines:
                             rows.append({"model": name, "engine": engine, "threads": threads, "batch": batch,
                                          "seq_len": seq_len, **stats[engine],
