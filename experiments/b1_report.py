@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 FIXED_COST_TOKENS = 4
+ENGINES = ("paddle-int8", "ort-int8", "paddle-fp32")  # ours, the peer, our FP32
 
 
 def table(benchmark: Path) -> str:
@@ -24,13 +25,13 @@ def table(benchmark: Path) -> str:
               "| ORT less its 4-token call (ms) | INT8/FP32 | INT8/FP32 less 4-token calls |")
     lines = [header, "|---|---|---|---|---|---|---|---|---|"]
     for threads, tokens in sorted({(t, s) for engine, t, s in p50 if engine == "paddle-int8"}):
-        ours, ort, fp32 = (p50[(engine, threads, tokens)] for engine in ("paddle-int8", "ort-int8", "paddle-fp32"))
+        ours, ort, fp32 = (p50[(engine, threads, tokens)] for engine in ENGINES)
         if tokens == FIXED_COST_TOKENS:
             lines.append(f"| {threads} | {tokens} (fixed cost) | {ours:.2f} | {ort:.2f} | {ort / ours:.2f} | – | – "
                          f"| {fp32 / ours:.2f}× | – |")
             continue
         ours_work, ort_work, fp32_work = (p50[(engine, threads, tokens)] - p50[(engine, threads, FIXED_COST_TOKENS)]
-                                          for engine in ("paddle-int8", "ort-int8", "paddle-fp32"))
+                                          for engine in ENGINES)
         lines.append(f"| {threads} | {tokens} | {ours:.2f} | {ort:.2f} | {ort / ours:.2f} | {ours_work:.2f} "
                      f"| {ort_work:.2f} | {fp32 / ours:.2f}× | {fp32_work / ours_work:.2f}× |")
     return "\n".join(lines)

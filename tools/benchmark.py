@@ -128,12 +128,13 @@ def main() -> None:
             setattr(args, key, value)
     if not args.model and not args.shape:
         parser.error("give at least one --model or --shape")
+
+    from ernie_qat.benchmark.inference import ROUNDS, format_table, plot, run_benchmark
     if args.rounds is None:
-        args.rounds = min(2, args.runs)
+        args.rounds = min(ROUNDS, args.runs)
     elif args.rounds > args.runs:
         parser.error(f"--rounds {args.rounds} exceeds --runs {args.runs}: every turn needs a timed run")
 
-    from ernie_qat.benchmark.inference import format_table, plot, run_benchmark
     machine = machine_info()
     if not INT8_DOT_PRODUCT_FLAGS & set(machine["cpu_flags"]):
         print("note: this CPU has no VNNI or AMX: oneDNN runs int8 layers through its GEMM fallback, about as fast "

@@ -48,6 +48,7 @@ CALIBRATION_BATCHES, CALIBRATION_SHAPE = 4, (4, 64)  # train-mode forwards that 
 ENGINES = ("paddle-fp32", "paddle-int8", "ort-fp32", "ort-int8")
 ONNX_OPSET = 13
 SETTLE_S = 0.3  # pause before an engine's turn in `time_in_turns`: longer than OpenMP's 200 ms spin
+ROUNDS = 2  # turns each engine gets per cell in `time_in_turns` unless told otherwise
 
 
 class BenchmarkError(DeployError):
@@ -148,7 +149,7 @@ def time_callable(fn, args, batch: int, runs: int, warmup: int) -> dict:
     return latency_stats(call_seconds(fn, args, runs, warmup), batch)
 
 
-def time_in_turns(calls: Dict[str, tuple], batch: int, runs: int, warmup: int, rounds: int = 2,
+def time_in_turns(calls: Dict[str, tuple], batch: int, runs: int, warmup: int, rounds: int = ROUNDS,
                   settle_s: float = SETTLE_S) -> Dict[str, dict]:
     """`latency_stats` of each {name: (fn, args)}, timed in `rounds` rounds that give every fn its turn, in
     an order rotated each round. A turn is a pause of `settle_s`, `warmup` untimed calls, then its share
@@ -314,7 +315,7 @@ def _relative_logit_diff(a: Path, b: Path) -> float:
 
 def run_benchmark(models: Dict[str, Dict[str, Path]], batches: Sequence[int], seq_lens: Sequence[int],
                   threads_list: Sequence[int], runs: int = 20, warmup: int = 5, ort: bool = False,
-                  memory: bool = True, progress: bool = False, rounds: int = 2) -> List[dict]:
+                  memory: bool = True, progress: bool = False, rounds: int = ROUNDS) -> List[dict]:
     """Time every (model, engine, threads, batch, seq_len); returns one row (dict) each.
 
     `models` maps a name to {"fp32": dir, "int8": dir} (either may be missing; a quantized export may
