@@ -23,6 +23,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -95,6 +96,13 @@ def replace_folder(source: Path, target: Path) -> None:
     faults.reach("folder.swapped")
     if aside is not None:
         shutil.rmtree(aside, ignore_errors=True)
+
+
+def output_name(name: str) -> str:
+    """The output a file or folder called `name` belongs to: `name` itself, or the target of the
+    interrupted atomic write that left it beside the target (`.target.partial-*`, `.target.old-*`)."""
+    match = re.fullmatch(r"\.(.+)\.(?:partial|old)-\w+", name)
+    return match.group(1) if match else name
 
 
 def recover_folder(target, complete: Callable[[Path], bool]) -> Optional[Path]:
@@ -207,6 +215,18 @@ def check_manifest(folder) -> bool:
             raise DamagedFileError(f"`{path}` is damaged: {size} bytes, saved with {saved['bytes']}"
                                    f"{'' if size != saved['bytes'] else ' but a different checksum'}")
     return True
+
+
+def folder_identity(folder) -> str:
+    """SHA-256 of what a folder holds: of its manifest if it has one (every file's size and checksum), else
+    of every file's relative path and content. Two folders with the same identity hold the same files."""
+    folder = Path(folder)
+    if (folder / MANIFEST).is_file():
+        return hashlib.sha256((folder / MANIFEST).read_bytes()).hexdigest()
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(folder)}\0{_sha256(path)}\0".encode())
+    return digest.hexdigest()
 
 
 def is_complete(folder) -> bool:

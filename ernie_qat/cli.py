@@ -1,7 +1,9 @@
 """Shared command-line plumbing: config options and user-error reporting."""
 import argparse
+import logging
 import signal
 import sys
+import warnings
 from typing import Callable
 
 from ernie_qat.config import load_config
@@ -46,15 +48,37 @@ def config_from_args(args: argparse.Namespace):
     return load_config(args.config, args.override)
 
 
+class _ToStderr(logging.StreamHandler):
+    """A handler writing to `sys.stderr` as it is when a record comes."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
+def show_toolkit_warnings() -> None:
+    """The tools' set-up of the library's logger (the library sets up none) and of Python's warnings: each
+    on stderr as one `warning: ...` line, without the source line that raised it."""
+    warnings.showwarning = lambda message, *_, **__: print(f"warning: {message}", file=sys.stderr)
+    toolkit = logging.getLogger("ernie_qat")
+    if not any(isinstance(handler, _ToStderr) for handler in toolkit.handlers):
+        handler = _ToStderr()
+        handler.setFormatter(logging.Formatter("warning: %(message)s"))
+        handler.setLevel(logging.WARNING)
+        toolkit.addHandler(handler)
+        toolkit.propagate = False
+
+
 def run(main: Callable[[], None]) -> None:
-    """Run `main`; a `UserError` prints `error: ...` and exits with its code (2; 1 for network failures),
+    """Run `main`; a `UserError` prints `error: ...` (its `prefix`) and exits with its code (2; 1 for network failures),
     no traceback. A file-size limit (ulimit -f) fails the write that exceeds it, like a full disk,
     instead of killing the process."""
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    show_toolkit_warnings()
     try:
         main()
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"{exc.prefix}{exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

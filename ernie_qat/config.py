@@ -13,7 +13,7 @@ import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import yaml
 
@@ -166,7 +166,7 @@ class DistillConfig:
     intervention: str = param("none", choices=("none", "scheduled", "stochastic"))  # Teacher Intervention
     intervention_steps: int = param(60, low=1)        # s: TI's first step; plain distillation follows
     intervention_schedule: str = "oi,ci,mi,mi,mi,mi"  # equal shares of s in order (gradual TI); kinds: oi, ci, mi
-    intervention_layers: str = ""       # student encoder layers intervened, 0-based, e.g. "0,1"; "" = all
+    intervention_layers: str = ""       # student encoder layers intervened, 1..L as in `layer_map`, e.g. "1,2"; "" = all
     intervention_warmup_ratio: float = param(0.1, low=0.0, high=1.0)  # warm-up of step 1's own schedule
 
 
@@ -241,10 +241,12 @@ def layer_list(text: str, key: str) -> Optional[list]:
 def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Config:
     """Build a `Config` from defaults, an optional YAML file, then `key.path=value` overrides.
 
-    Each value is checked where it is read, so an error names the file or the override that set it.
+    Each value is checked where it is read, and the whole config once all are read (`check_config`),
+    so an error names the file or the override that set the offending key.
 
     Raises:
-        ConfigError: unreadable file, unknown key, wrong type, non-finite or out-of-range value.
+        ConfigError: unreadable file, unknown key, wrong type, non-finite or out-of-range value, or
+            settings that do not go together.
     """
     data = {}
     if path is not None:
@@ -259,14 +261,16 @@ def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Co
             raise ConfigError(f"{path}: invalid YAML: {exc}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
-    cfg = _from_dict(Config, data, "", str(path or "defaults"))
+    source = str(path or "defaults")
+    origins: Dict[str, str] = {}  # dotted key -> the file or override that set it
+    cfg = _from_dict(Config, data, "", source, origins)
     for item in overrides:
-        _apply_override(cfg, item)
-    _check_consistency(cfg, str(path or "defaults"))
+        _apply_override(cfg, item, origins)
+    check_config(cfg, lambda key: origins.get(key, source))
     return cfg
 
 
-def _from_dict(cls, data: dict, prefix: str, source: str):
+def _from_dict(cls, data: dict, prefix: str, source: str, origins: Dict[str, str]):
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     values = {}
@@ -274,18 +278,19 @@ def _from_dict(cls, data: dict, prefix: str, source: str):
         dotted = prefix + str(key)
         if key not in fields:
             raise ConfigError(f"{source}: unknown key `{dotted}`{_suggest(str(key), list(fields), prefix)}")
-        values[key] = _coerce(hints[key], fields[key].metadata, value, dotted, source)
+        values[key] = _coerce(hints[key], fields[key].metadata, value, dotted, source, origins)
+        origins[dotted] = source
     return cls(**values)
 
 
-def _coerce(kind, meta, value, dotted: str, source: str):
+def _coerce(kind, meta, value, dotted: str, source: str, origins: Dict[str, str]):
     """`value` as a `kind` checked against the field metadata `meta` (range, choices)."""
     if dataclasses.is_dataclass(kind):
         if value is None:
             value = {}
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: `{dotted}` is a section: expected a mapping, got {value!r}")
-        return _from_dict(kind, value, dotted + ".", source)
+        return _from_dict(kind, value, dotted + ".", source, origins)
     ok = (isinstance(value, kind) and not (kind is int and isinstance(value, bool))) or \
          (kind is float and isinstance(value, int) and not isinstance(value, bool))
     if not ok:
@@ -315,7 +320,7 @@ def _check_range(meta, value, dotted: str, source: str) -> None:
         raise ConfigError(f"{source}: `{dotted}` must be in {bounds}, got {value!r}")
 
 
-def _apply_override(cfg: Config, item: str) -> None:
+def _apply_override(cfg: Config, item: str, origins: Dict[str, str]) -> None:
     """Set one `section.key=value`: the text after `=` as is for a string, else read as YAML."""
     source = f"override `-o {item}`"
     dotted, equals, raw = item.partition("=")
@@ -350,7 +355,8 @@ def _apply_override(cfg: Config, item: str) -> None:
             value = yaml.load(raw, Loader=_Loader)  # as in a config file: true, 3e-5, 1_000
         except Exception:  # not YAML: the type check below reports the text
             value = raw
-    setattr(target, key, _coerce(kind, fields[key].metadata, value, dotted, source))
+    setattr(target, key, _coerce(kind, fields[key].metadata, value, dotted, source, origins))
+    origins[dotted] = source
 
 
 def _section_names(obj) -> list:
@@ -364,15 +370,96 @@ def _suggest(key: str, names: Sequence[str], prefix: str) -> str:
     return f"; expected one of: {', '.join(names)}" if names else "; this section takes no keys yet"
 
 
-def _check_consistency(cfg: Config, source: str) -> None:
+# The settings of each method, and the switch that enables it: (what, the switch, whether it is on, its settings).
+# A setting whose method is off and whose value is not the default is an error: it would be silently ignored.
+class MethodSettings(typing.NamedTuple):
+    what: str                            # the method, as a user knows it
+    switch: str                          # the setting that enables it
+    enabled: Callable[[Config], bool]
+    keys: List[str]                      # its settings' dotted keys
+
+
+def _keys(section, prefix: str, *skip: str) -> List[str]:
+    """The dotted leaf keys of a config section, but `skip`."""
+    keys = []
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if dataclasses.is_dataclass(value):
+            keys += _keys(value, f"{prefix}{f.name}.")
+        elif f.name not in skip:
+            keys.append(prefix + f.name)
+    return keys
+
+
+def method_settings() -> List[MethodSettings]:
+    defaults = Config()
+    ti_keys = [key for key in _keys(defaults.distill, "distill.") if key.startswith("distill.intervention_")]
+    return [
+        MethodSettings("quantization-aware training", "`quant.method: qat`", lambda c: c.quant.method != "none",
+                       _keys(defaults.quant, "quant.", "method")),
+        MethodSettings("registered quantizers", "`quant.weight_quantizer` or `quant.activation_quantizer` (e.g. lsq)",
+                       lambda c: bool(c.quant.weight_quantizer or c.quant.activation_quantizer),
+                       ["quant.quantizer_lr_scale"]),
+        MethodSettings("the weight regularizer", "`regularizer.method: kurtosis`",
+                       lambda c: c.regularizer.method != "none", _keys(defaults.regularizer, "regularizer.", "method")),
+        MethodSettings("SAM", "`optimizer.method: sam` (or squat)", lambda c: c.optimizer.method != "none",
+                       _keys(defaults.optimizer.sam, "optimizer.sam.")),
+        MethodSettings("SQuAT", "`optimizer.method: squat`", lambda c: c.optimizer.method == "squat",
+                       ["optimizer.squat_period"]),
+        MethodSettings("distillation", "`distill.teacher` (a fine-tuned checkpoint folder)",
+                       lambda c: bool(c.distill.teacher), _keys(defaults.distill, "distill.", "teacher")),
+        MethodSettings("Teacher Intervention", "`distill.intervention: scheduled` (or stochastic)",
+                       lambda c: c.distill.intervention != "none", ti_keys),
+    ]
+
+
+def check_config(cfg: Config, origin: Callable[[str], str]) -> None:
+    """Raises ConfigError for settings that cannot work together, blaming `origin(key)` (file or override):
+    a setting of a method the config does not enable, and each method's own bounds."""
     if cfg.model.name_or_path == "random" and not cfg.model.random.vocab_file:
-        raise ConfigError(f"{source}: `model.random.vocab_file` is required when `model.name_or_path` is `random`")
+        raise ConfigError(f"{origin('model.name_or_path')}: `model.random.vocab_file` is required when "
+                          "`model.name_or_path` is `random`")
     if not cfg.data.dataset and not cfg.data.train_file:
-        raise ConfigError(f"{source}: set `data.dataset` (a built-in dataset) or `data.train_file`")
-    distill = cfg.distill
-    if not distill.teacher:
-        if distill.ground_truth_weight == 0:
-            raise ConfigError(f"{source}: `distill.ground_truth_weight` is 0 and there is no `distill.teacher`: "
-                              "nothing would be trained")
-        if distill.intervention != "none":
-            raise ConfigError(f"{source}: `distill.intervention` needs a `distill.teacher`")
+        raise ConfigError(f"{origin('data.dataset')}: set `data.dataset` (a built-in dataset) or `data.train_file`")
+    now, default = flat_dict(cfg.to_dict()), flat_dict(Config().to_dict())
+    for method in method_settings():
+        if method.enabled(cfg):
+            continue
+        ignored = [key for key in method.keys if now[key] != default[key]]
+        if ignored:
+            listed = ", ".join(f"`{key}: {now[key]}`" for key in ignored)
+            raise ConfigError(f"{origin(ignored[0])}: {listed} {'is a setting' if len(ignored) == 1 else 'are settings'} "
+                              f"of {method.what}, which this config does not enable, so "
+                              f"{'it' if len(ignored) == 1 else 'they'} would be ignored: set {method.switch}, "
+                              f"or remove {'it' if len(ignored) == 1 else 'them'}")
+    if cfg.quant.method == "qat":
+        _check_quantizers(cfg, origin)
+
+
+def _check_quantizers(cfg: Config, origin: Callable[[str], str]) -> None:
+    """Each registered quantizer in its role (`roles`) and at a bit width it has (`bits`): ernie_qat.quant.quantizers."""
+    import ernie_qat.methods  # noqa: F401  (registers the quantizers)
+    from ernie_qat.quant.quantizers import QUANTIZER_LAYERS, quantizer_bits, quantizer_roles
+    for role in ("weight", "activation"):
+        key = f"quant.{role}_quantizer"
+        name = getattr(cfg.quant, f"{role}_quantizer")
+        if not name:
+            continue
+        layer = QUANTIZER_LAYERS.lookup(name, key, origin(key))
+        if role not in quantizer_roles(layer):
+            others = [n for n, other in sorted(QUANTIZER_LAYERS.items()) if role in quantizer_roles(other)]
+            raise ConfigError(f"{origin(key)}: `{key}: {name}` quantizes {' and '.join(quantizer_roles(layer))}s "
+                              f"only; for {role}s use one of: {', '.join(others)}")
+        bits, allowed = getattr(cfg.quant, f"{role}_bits"), quantizer_bits(layer)
+        if bits not in allowed:
+            span = f"{allowed[0]}" if len(allowed) == 1 else f"{allowed[0]}..{allowed[-1]}"
+            raise ConfigError(f"{origin(key)}: `{key}: {name}` quantizes to {span} bits, and `quant.{role}_bits` "
+                              f"is {bits}: set `quant.{role}_bits: {allowed[0] if len(allowed) == 1 else span}`")
+
+
+def flat_dict(tree: dict, prefix: str = "") -> Dict[str, Any]:
+    """A nested dict as {dotted key: value}."""
+    flat = {}
+    for key, value in tree.items():
+        flat.update(flat_dict(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value})
+    return flat

@@ -2,16 +2,17 @@
 
 A deployment folder (written by `ernie_qat.export`) holds `model.pdmodel` / `model.pdiparams`,
 the tokenizer files, `labels.json` and `deploy.yaml`. `Predictor` runs it with oneDNN, in INT8
-when the model carries quantization scales and INT8 is asked for. Weights stored as int8
+when the model carries quantization scales and INT8 is asked for; with `passes=False`, in FP32 op by
+op as saved (the float floor `ernie_qat.export.verify` measures INT8 against). Weights stored as int8
 (`weights: int8`, `embeddings: int8` in deploy.yaml) are rebuilt to float32 in a temporary folder in
 memory before Paddle reads the model (ernie_qat.quant.int8_storage). Folders of other deployment
 formats than READABLE_FORMATS are refused.
 
 A missing or damaged folder is a `DeployError` (or `DamagedFileError`) naming what is wrong, never a
-crash: files are checked against the folder's manifest, and the model files are checked for
-structure before Paddle reads them, because Paddle Inference 2.6 kills the process on some damaged
-files (a segmentation fault on a .pdmodel that is not a program; an out-of-memory kill on a
-.pdiparams with a garbled tensor header).
+crash: files are checked against the folder's manifest (which folders of format 3 must have), and
+the model files are checked for structure before Paddle reads them, because Paddle Inference 2.6
+kills the process on some damaged files (a segmentation fault on a .pdmodel that is not a program;
+an out-of-memory kill on a .pdiparams with a garbled tensor header).
 
 Example:
     predictor = Predictor("deploy/r8_int8", threads=2)
@@ -32,8 +33,8 @@ from paddle.base.proto.framework_pb2 import ProgramDesc
 from paddlenlp.transformers import ErnieTokenizer
 
 from ernie_qat import __version__
-from ernie_qat.atomic import check_manifest
-from ernie_qat.data.batching import Encoded, batched_scores
+from ernie_qat.atomic import MANIFEST, check_manifest
+from ernie_qat.data.batching import Encoded, batched_scores, encode_text
 from ernie_qat.data.loader import LabelVocab
 from ernie_qat.errors import UserError
 from ernie_qat.quant.int8_storage import float_weight_files
@@ -44,6 +45,7 @@ DEPLOY_FILE = "deploy.yaml"
 # `embeddings`, how the word table is stored (a format-2 folder reads as float32 embeddings)
 FORMAT = 3
 READABLE_FORMATS = (2, 3)
+MANIFEST_FROM_FORMAT = 3  # folders of this format or newer must have their manifest; format-2 ones load without
 WEIGHT_STORAGE = ("float32", "int8")  # weights: int8 levels and a range per quantized Linear weight;
 # embeddings: int8 levels and a range per row of the word table
 MODEL_PREFIX = "model"
@@ -53,6 +55,10 @@ REEXPORT = "re-export it with tools/export.py"
 
 class DeployError(UserError):
     """A deployment folder is missing, malformed, or cannot run as asked."""
+
+
+class NotQuantizedError(DeployError):
+    """An FP32 export asked to run in INT8."""
 
 
 @dataclass
@@ -158,27 +164,33 @@ class Predictor:
         precision: "int8" (oneDNN INT8; needs a quantized export) or "fp32"; default: the export's.
         threads: CPU math-library threads; default: the usable cores.
         batch_size: texts per predictor run in `predict`.
+        passes: run Paddle's graph passes (fusions, INT8 quantization); off runs the saved graph op by op.
 
     Raises:
         DeployError, DamagedFileError: the folder is missing, incomplete or damaged, naming the file.
     """
 
     def __init__(self, deploy_dir, precision: Optional[str] = None, threads: Optional[int] = None,
-                 batch_size: int = 32):
+                 batch_size: int = 32, passes: bool = True):
         self.folder = Path(deploy_dir)
         if not self.folder.is_dir():
             missing = "does not exist" if not self.folder.exists() else "is not a folder"
             raise DeployError(f"deployment folder `{deploy_dir}` {missing}; write one with tools/export.py")
-        check_manifest(self.folder)
+        has_manifest = check_manifest(self.folder)
         self.deploy = read_deploy_config(self.folder)
+        if not has_manifest and self.deploy["format"] >= MANIFEST_FROM_FORMAT:
+            raise DeployError(f"`{self.folder / MANIFEST}` is missing, so the folder's files cannot be checked; "
+                              f"{REEXPORT}")
         self.precision = precision or self.deploy["precision"]
         if self.precision not in PRECISIONS:
             raise DeployError(f"`precision` must be one of {list(PRECISIONS)}, got {self.precision!r}")
         if self.precision == "int8" and not self.deploy.get("quantization"):
-            raise DeployError(f"`{deploy_dir}` is an FP32 export without quantization scales; "
-                              "run it with precision='fp32' or export a QAT checkpoint with --precision int8")
+            raise NotQuantizedError(f"`{deploy_dir}` is an FP32 export without quantization scales; run it with "
+                                    "precision='fp32', or export a QAT checkpoint with tools/export.py "
+                                    "--precision int8")
         self.threads = threads or len(os.sched_getaffinity(0))
         self.batch_size = batch_size
+        self.passes = passes
         self.max_seq_len = self.deploy["max_seq_len"]
         self.labels = self._load_labels()
         try:
@@ -212,13 +224,14 @@ class Predictor:
                               f"folder ({exc})") from None
 
     def _config(self, model_file: str, params_file: str) -> inference.Config:
-        """oneDNN on the CPU, INT8 if asked for."""
+        """oneDNN on the CPU, INT8 if asked for, graph passes on unless `passes` is off."""
         config = inference.Config(model_file, params_file)
         config.disable_gpu()
         config.set_cpu_math_library_num_threads(self.threads)
         config.enable_mkldnn()
         config.set_mkldnn_cache_capacity(32)  # bound oneDNN's per-shape kernel cache under dynamic shapes
         config.enable_memory_optim()  # reuse activation buffers: ~5% lower INT8 latency (MiniLM, b8 s128)
+        config.switch_ir_optim(self.passes)
         if self.precision == "int8":
             config.enable_mkldnn_int8()
         config.disable_glog_info()
@@ -265,7 +278,7 @@ class Predictor:
         if valid:
             scores[valid] = self.predict_logits([items[i] for i in valid])
         out = []
-        for text, pair, item, error, row in zip(texts, pairs, items, errors, scores):
+        for item, error, row in zip(items, errors, scores):
             if error is None and not np.isfinite(row).all():
                 error = "the model's output is not finite"
             if error is not None:
@@ -275,23 +288,15 @@ class Predictor:
             probs /= probs.sum()
             out.append(Prediction(label=self.labels.labels[int(probs.argmax())],
                                   probabilities={name: float(p) for name, p in zip(self.labels.labels, probs)},
-                                  truncated=len(item.input_ids) >= self.max_seq_len and self._is_cut(text, pair)))
+                                  truncated=item.truncated))
         return out
-
-    def _is_cut(self, text: str, pair: Optional[str]) -> bool:
-        full = self.tokenizer(text, text_pair=pair, return_attention_mask=False)["input_ids"]
-        return len(full) > self.max_seq_len
 
 
 def encode_texts(tokenizer, max_seq_len: int, texts: Sequence[str],
                  text_pairs: Optional[Sequence[Optional[str]]] = None) -> List[Encoded]:
     """Token ids of texts (and their pairs) truncated to max_seq_len tokens (longest first for pairs)."""
     pairs = text_pairs or [None] * len(texts)
-    out = []
-    for text, pair in zip(texts, pairs):
-        enc = tokenizer(text, text_pair=pair, max_length=max_seq_len, truncation=True, return_attention_mask=False)
-        out.append(Encoded(enc["input_ids"], enc["token_type_ids"], -1))
-    return out
+    return [encode_text(tokenizer, max_seq_len, text, pair) for text, pair in zip(texts, pairs)]
 
 
 def run_predictor(predictor, input_ids: np.ndarray, token_type_ids: np.ndarray) -> np.ndarray:

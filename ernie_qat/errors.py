@@ -10,6 +10,7 @@ from typing import Iterable
 class UserError(ValueError):
     """Bad input the user can fix; the message says what is wrong and what to do instead."""
     exit_code = 2
+    prefix = "error: "  # how the command-line tools introduce the message
 
 
 def did_you_mean(name: str, choices: Iterable[str], quote: str = "`") -> str:

@@ -5,15 +5,17 @@ from ernie_qat.train.hooks import (INTERVENTIONS, LOSS_TERMS, STEP_STRATEGIES, S
                                    ModelTransform, PluginError, Plugins)
 
 
-def _built(registry, cfg) -> list:
+def _built(registry, cfg, role: str = "") -> list:
+    """What the registry's builders make of `cfg`; with `role`, builders registered with another role do not run
+    (so reloading a checkpoint never builds a training-only transform, such as compiling the training kernels)."""
     import ernie_qat.methods  # noqa: F401  (fills the registries)
-    built = [build(cfg) for build in registry.values()]
+    built = [build(cfg) for name, build in registry.items() if not role or registry.roles.get(name, role) == role]
     return [plugin for item in built if item is not None for plugin in (item if isinstance(item, list) else [item])]
 
 
 def build_transforms(cfg, role: str = STRUCTURAL) -> List[ModelTransform]:
     """The config's model transforms of `role` (structural: what reloading a checkpoint re-applies), in order."""
-    return [t for t in Plugins(transforms=_built(TRANSFORMS, cfg)).ordered_transforms() if t.role == role]
+    return [t for t in Plugins(transforms=_built(TRANSFORMS, cfg, role)).ordered_transforms() if t.role == role]
 
 
 def build_plugins(cfg) -> Plugins:

@@ -12,43 +12,23 @@ the quantized Linear layers that can overflow int16 in oneDNN's int8 GEMM on CPU
 (ernie_qat.quant.int16_pairs), and prints the CPU's VNNI/AMX flags.
 """
 import argparse
-import functools
 from pathlib import Path
 
 import numpy as np
-from paddle import inference
 
 from ernie_qat import cli
 from ernie_qat.atomic import write_json
-from ernie_qat.data.batching import batched_scores, encode
+from ernie_qat.data.batching import encode
 from ernie_qat.data.loader import read_examples
 from ernie_qat.data.sources import data_file
-from ernie_qat.deploy import MODEL_PREFIX, native_output_silenced, read_deploy_config, run_predictor
+from ernie_qat.deploy import MODEL_PREFIX, Predictor, read_deploy_config
 from ernie_qat.export import export
 from ernie_qat.quant.int16_pairs import PAIR_LIMIT, levels
-from ernie_qat.quant.int8_storage import float_weight_buffers
 from ernie_qat.quant.saved_model import opened_model
 from ernie_qat.train.checkpoint import load_checkpoint
 from ernie_qat.train.evaluate import predict_logits
 
 WEIGHT_OPS = ("dequantize_abs_max", "fake_quantize_dequantize_moving_average_abs_max")
-
-
-def graph_runner(folder: Path, threads: int, int8: bool, passes: bool):
-    """fn(ids, types) -> logits of the exported graph on Paddle Inference (oneDNN), with or without graph passes."""
-    config = inference.Config()
-    program, params = float_weight_buffers(str(folder / MODEL_PREFIX))
-    config.set_model_buffer(program, len(program), params, len(params))
-    config.disable_gpu()
-    config.set_cpu_math_library_num_threads(threads)
-    config.enable_mkldnn()
-    config.switch_ir_optim(passes)
-    if int8:
-        config.enable_mkldnn_int8()
-    config.disable_glog_info()
-    with native_output_silenced():
-        predictor = inference.create_predictor(config)
-    return functools.partial(run_predictor, predictor)
 
 
 def overflowing_pairs(weights) -> int:
@@ -90,11 +70,11 @@ def main() -> None:
     items = encode(read_examples(data_file(args.data)), tokenizer,
                    read_deploy_config(folder)["max_seq_len"], labels)
     trained = predict_logits(model, items, cfg.train.eval_batch_size)
-    engines = {"FP32, graph passes off": (False, False), "FP32, graph passes on": (False, True),
-               "INT8 (oneDNN)": (True, True)}
+    engines = {"FP32, graph passes off": ("fp32", False), "FP32, graph passes on": ("fp32", True),
+               "INT8 (oneDNN)": ("int8", True)}
     rows = []
-    for name, (int8, passes) in engines.items():
-        logits = batched_scores(graph_runner(folder, args.threads, int8, passes), items, 32, tokenizer.pad_token_id)
+    for name, (precision, passes) in engines.items():
+        logits = Predictor(folder, precision, args.threads, passes=passes).predict_logits(items)
         difference = np.abs(logits - trained)
         rows.append({"engine": name, "agreement": 100.0 * float(np.mean(logits.argmax(1) == trained.argmax(1))),
                      "max_abs_logit_diff": float(difference.max()), "mean_abs_logit_diff": float(difference.mean())})

@@ -37,7 +37,7 @@ for task in ${TASKS:-mr r8}; do
   done
   for run in ${task}_minilm_fp32 $(printf "${task}_fp32_%s " $fp32_regs); do
     $PY tools/ptq.py --config configs/${task}_minilm_ptq.yaml -o ptq.checkpoint=runs/$run/checkpoints/best \
-      -o train.output_dir=runs/robustness/$run --grid --methods lq_absmax --bits 8 6 4 --granularity per_tensor \
+      -o train.output_dir=runs/robustness/$run --grid --resume --methods lq_absmax --bits 8 6 4 --granularity per_tensor \
       --markdown docs/kurtosis/robustness_$run.md
   done
   for reg in $fp32_regs; do

@@ -1,10 +1,15 @@
 """Shared fixtures: a tiny vocabulary and a separable toy task for a tiny random ERNIE, and its FP32 run."""
+import io
 import random
 import resource
+import runpy
 import signal
+import sys
 from pathlib import Path
 
 import pytest
+
+import ernie_qat  # noqa: F401  (sets the process up, quiet logs included, before any test module imports paddle)
 
 ROOT = Path(__file__).resolve().parents[1]
 POSITIVE = ["good", "great", "fine", "nice", "happy", "superb"]
@@ -82,3 +87,23 @@ def full_disk_at(size: int):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
     return limit
+
+
+def run_here(tool, monkeypatch, capsys, *args, stdin=b""):
+    """Run tools/<tool> in this process (no Paddle start-up): (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", [tool, *map(str, args)])
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
+    try:
+        runpy.run_path(str(ROOT / "tools" / tool), run_name="__main__")
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_error_line(code: int, err: str) -> str:
+    """The message of a tool's user error: asserts exit 2 and a single `error: ` line, no traceback."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and "Traceback" not in err and len(lines) == 1 and lines[0].startswith("error: "), (code, err)
+    return lines[0]

@@ -29,7 +29,7 @@ def test_overrides_parse_and_type_check(tmp_path):
     assert cfg.model.random.hidden_size == 16
     # values read as in a YAML file: true/false, exponents without a dot, regexes as strings
     cfg = load_config(path, ["train.freeze_word_embeddings=true", "train.learning_rate=5e-5",
-                             r"regularizer.include=layers\.0\..*weight$"])
+                             "regularizer.method=kurtosis", r"regularizer.include=layers\.0\..*weight$"])
     assert cfg.train.freeze_word_embeddings is True and cfg.train.learning_rate == 5e-5
     assert cfg.regularizer.include == r"layers\.0\..*weight$"
     with pytest.raises(ConfigError, match=r"-o data.max_seq_len=abc.*`data.max_seq_len`: expected int, got 'abc'"):
@@ -60,7 +60,7 @@ def test_overrides_parse_and_type_check(tmp_path):
     ("train: {learning_rate: 0}", r"`train.learning_rate` must be in \(0.0, inf\], got 0.0"),
     ("data: {max_seq_len: 1024}", r"`data.max_seq_len` must be in \[8, 512\], got 1024"),
     ("train: {select_metric: f1}", r"`train.select_metric` must be one of \['accuracy', 'macro_f1', 'mcc'\], got 'f1'"),
-    ("data: {dataset: r52}", r"`data.dataset` must be one of \['', 'r8', 'mr', 'sms'\], got 'r52'"),
+    ("data: {dataset: r52}", r"`data.dataset` must be one of \['', 'r8', 'mr', 'sms', 'rt'\], got 'r52'"),
     ("version: 2", r"`version` must be in \[1, 1\], got 2"),
     ("train: {learning_rate: .nan}", r"`train.learning_rate` must be a finite number, got nan"),
     ("train: {max_grad_norm: .inf}", r"`train.max_grad_norm` must be a finite number, got inf"),

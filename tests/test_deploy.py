@@ -1,25 +1,27 @@
 """The predictor over a deployment folder and tools/infer.py on bad input: malformed or degenerate texts, damaged
 folders, unusable output paths, bad integer options. One small FP32 export serves the whole module."""
-import io
 import json
 import math
 import operator
 import os
-import runpy
 import shutil
+import string
 import struct
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from paddle.base.proto.framework_pb2 import VarType
+from paddlenlp.transformers import ErnieTokenizer
 
-from conftest import ROOT, full_disk_at, make_toy_task, trained
+from conftest import ROOT, full_disk_at, make_toy_task, run_here, trained
 from ernie_qat import __version__
 from ernie_qat.atomic import MANIFEST, DamagedFileError
+from ernie_qat.data.batching import CHARS_PER_TOKEN, encode_text
 from ernie_qat.deploy import DeployError, Predictor
 from ernie_qat.export import export
 
@@ -37,19 +39,6 @@ def deploy(tmp_path_factory):
 @pytest.fixture(scope="module")
 def predictor(deploy):
     return Predictor(deploy, threads=1, batch_size=4)
-
-
-def run_here(tool, monkeypatch, capsys, *args, stdin=b""):
-    """Run tools/<tool> in this process (no Paddle start-up): (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", [tool, *map(str, args)])
-    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
-    try:
-        runpy.run_path(str(ROOT / "tools" / tool), run_name="__main__")
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def run_infer(*args, stdin=b"", preexec_fn=None):
@@ -135,6 +124,62 @@ def test_any_list_of_strings_gets_one_finite_prediction_each(predictor, texts):
             assert p.label is None and p.probabilities == {}
 
 
+# -- Long texts ------------------------------------------------------------------------------------------------
+
+WORDS = "Good film, GOOD Σ film; bad[SEP]film. "
+LONG_TEXTS = [  # each across the first place a prefix may be cut (CHARS_PER_TOKEN * max_seq_len characters)
+    ("x" + "o" * 150 + " film", None),  # a word over 100 characters: [UNK], never the pieces of a part of it
+    (" " * (CHARS_PER_TOKEN * 4 - 4) + "[MASK]" + " good" * 10, None),  # a special token: never cut inside
+    ("ab1" * 2000 + " good", None), ("x" * 120 + "_good", None),  # words of 6000 and 120 characters
+    ("a\vb" * 100 + "a\x00" * 100 + "e\u0301" * 100, None),  # control characters, NUL, a combining accent
+    (" \t\n\u3000 " * 300 + "good", None),  # whitespace runs
+    ("中文好" * 300, None), (WORDS * 40, None), ("good,film;" * 200, None), ("film" * 40 + " good" * 40, None),
+    (WORDS * 40, WORDS * 3), (WORDS, "中文" * 200), ("good", ""), ("", "film"),
+    ("中文好" * 300, "x" * 300 + " film" * 50)]
+PIECES = ["good", "FILM", "Σ", " ", "\t", "\v", ",", "[", "]", "[SEP]", "中", "e\u0301", "\x00", "_", "x" * 60]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    """A tokenizer whose vocabulary spells any lowercase word in word pieces, loaded as Predictor loads one (so that
+    special tokens in a text are tokens)."""
+    folder = tmp_path_factory.mktemp("tokenizer")
+    letters = string.ascii_lowercase
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "film", "中", "文", ",", ".", "[", "]"]
+    (folder / "vocab.txt").write_text("\n".join(words + list(letters) + [f"##{c}" for c in letters]) + "\n")
+    ErnieTokenizer(str(folder / "vocab.txt")).save_pretrained(str(folder))
+    return ErnieTokenizer.from_pretrained(str(folder))
+
+
+def assert_encoded_as_in_full(tokenizer, text, pair):
+    for max_seq_len in (4, 8, 32):
+        full = tokenizer(text, text_pair=pair, max_length=max_seq_len, truncation=True, return_attention_mask=False)
+        length = len(tokenizer(text, text_pair=pair, return_attention_mask=False)["input_ids"])
+        item = encode_text(tokenizer, max_seq_len, text, pair)
+        assert (item.input_ids, item.token_type_ids) == (full["input_ids"], full["token_type_ids"]), (max_seq_len, text)
+        assert item.truncated == (length > max_seq_len)
+
+
+def test_long_texts_are_encoded_from_a_prefix_as_in_full(tokenizer):
+    for text, pair in LONG_TEXTS:
+        assert_encoded_as_in_full(tokenizer, text, pair)
+
+
+@settings(max_examples=40, deadline=None, database=None)
+@given(text=st.lists(st.sampled_from(PIECES), max_size=300).map("".join),
+       pair=st.none() | st.lists(st.sampled_from(PIECES), max_size=100).map("".join))
+def test_any_text_is_encoded_from_a_prefix_as_in_full(tokenizer, text, pair):
+    assert_encoded_as_in_full(tokenizer, text, pair)
+
+
+def test_a_5_mb_line_is_encoded_in_a_moment(predictor):
+    lines = ["good film " * 500_000, "好" * 5_000_000, "0123456789abcdef" * 320_000]  # words, CJK, one huge word
+    start = time.perf_counter()
+    predictions = predictor.predict(lines)
+    assert time.perf_counter() - start < 2
+    assert [p.truncated for p in predictions] == [True, True, False]
+
+
 # -- Predictor on damaged folders ------------------------------------------------------------------------------
 
 
@@ -182,7 +227,8 @@ DAMAGE = {  # file: (new content, None to delete it, or a function of the old co
 
 
 def damaged(deploy, tmp_path, name, change, keep_manifest=False):
-    """A copy of `deploy` with file `name` changed; its manifest is removed unless `keep_manifest`."""
+    """A copy of `deploy` with file `name` changed; unless `keep_manifest`, without its manifest, as a format-2
+    folder (format 3 needs its manifest)."""
     folder = tmp_path / "deploy"
     shutil.copytree(deploy, folder)
     path = folder / name
@@ -191,8 +237,16 @@ def damaged(deploy, tmp_path, name, change, keep_manifest=False):
     else:
         path.write_bytes(change(path.read_bytes()) if callable(change) else change)
     if not keep_manifest:
-        (folder / MANIFEST).unlink()
+        without_manifest(folder)
     return folder
+
+
+def without_manifest(folder):
+    """Delete `folder`'s manifest and make it format 2, a format that loads without one."""
+    (folder / MANIFEST).unlink()
+    config = folder / "deploy.yaml"
+    if config.exists():
+        config.write_bytes(config.read_bytes().replace(b"format: 3", b"format: 2"))
 
 
 @pytest.mark.parametrize("case", DAMAGE)
@@ -203,6 +257,19 @@ def test_damaged_folder_without_manifest_is_a_deploy_error(deploy, tmp_path, cas
         Predictor(folder, threads=1)
     assert message in str(error.value) and str(folder) in str(error.value)
     assert "tools/export.py" in str(error.value)
+
+
+def test_format_3_folder_without_its_manifest_is_refused(deploy, tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "deploy"
+    shutil.copytree(deploy, folder)
+    (folder / MANIFEST).unlink()
+    message = (f"`{folder / MANIFEST}` is missing, so the folder's files cannot be checked; "
+               "re-export it with tools/export.py")
+    with pytest.raises(DeployError) as error:
+        Predictor(folder, threads=1)
+    assert str(error.value) == message
+    code, out, err = run_here("infer.py", monkeypatch, capsys, "--model", folder, "--input", "-", stdin=b"good film\n")
+    assert (code, out, err) == (2, "", f"error: {message}\n")
 
 
 def test_format_2_folder_reads_as_float32_embeddings(deploy, tmp_path):
@@ -223,8 +290,8 @@ def test_damaged_folder_with_manifest_names_the_file(deploy, tmp_path):
     (folder / "model.pdiparams").write_bytes(nan_weights((deploy / "model.pdiparams").read_bytes()))
     with pytest.raises(DamagedFileError, match=r"model.pdiparams` is damaged: \d+ bytes, .*different checksum"):
         Predictor(folder)
-    # Without a manifest the NaN weights load; their predictions come back as errors, not NaN probabilities.
-    (folder / MANIFEST).unlink()
+    # Without a manifest (format 2) the NaN weights load; their predictions come back as errors, not NaN probabilities.
+    without_manifest(folder)
     prediction, = Predictor(folder, threads=1).predict(["good film"])
     assert prediction.label is None and prediction.error == "the model's output is not finite"
 
@@ -263,6 +330,13 @@ def test_infer_eval_scores_the_texts_that_get_a_prediction(deploy, tmp_path, mon
     assert code == 0, err
     metrics = json.loads(out)
     assert (metrics["examples"], metrics["without_prediction"]) == (3, 1) and 0 <= metrics["accuracy"] <= 100
+
+
+def test_infer_int8_on_an_fp32_export_names_the_flag(deploy, monkeypatch, capsys):
+    code, out, err = run_here("infer.py", monkeypatch, capsys, "--model", deploy, "--input", "-", "--precision", "int8",
+                              stdin=b"good film\n")
+    assert (code, out, err) == (2, "", f"error: `{deploy}` is an FP32 export without quantization scales; run it with "
+                                       "--precision fp32 (or without --precision)\n")
 
 
 def test_infer_checks_the_output_path_before_loading_the_model(tmp_path, monkeypatch, capsys):

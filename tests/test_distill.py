@@ -157,9 +157,9 @@ def test_layer_maps():
 
 
 def test_config_errors(toy_task, teacher):
-    with pytest.raises(ConfigError, match="`distill.intervention` needs a `distill.teacher`"):
+    with pytest.raises(ConfigError, match="`distill.intervention: scheduled` is a setting of distillation"):
         load_config(toy_task["config"], ["distill.intervention=scheduled"])
-    with pytest.raises(ConfigError, match="`distill.ground_truth_weight` is 0 and there is no `distill.teacher`"):
+    with pytest.raises(ConfigError, match="`distill.ground_truth_weight: 0.0` is a setting of distillation"):
         load_config(toy_task["config"], ["distill.ground_truth_weight=0"])
     cfg = load_config(toy_task["config"], [f"distill.teacher={teacher}", "distill.intervention=scheduled",
                                            "distill.intervention_schedule=oi,xi"])
@@ -170,11 +170,11 @@ def test_config_errors(toy_task, teacher):
                                            "distill.attention_score_weight=0"])
     with pytest.raises(ConfigError, match="every loss weight is 0"):
         build_plugins(cfg)
-    with pytest.raises(ConfigError, match=r"intervention_layers` \[0, 7\]: the student's encoder layers are 0..1"):
-        student(toy_task, teacher, "distill.intervention=scheduled", "distill.intervention_layers=0,7")
+    with pytest.raises(ConfigError, match=r"intervention_layers` \[1, 7\]: the student's encoder layers are 1..2"):
+        student(toy_task, teacher, "distill.intervention=scheduled", "distill.intervention_layers=1,7")
 
 
-def test_ti_and_kd_run_end_to_end_without_ground_truth_and_save_nothing_of_the_teacher(toy_task, teacher):
+def test_ti_and_kd_run_end_to_end_without_ground_truth_and_save_nothing_of_the_teacher(toy_task, teacher, capsys):
     best = trained(toy_task, "ti", f"model.name_or_path={teacher}", f"distill.teacher={teacher}",
                    "quant.method=qat", "quant.weight_quantizer=ternary", "quant.weight_bits=2",
                    "distill.intervention=scheduled", "distill.intervention_steps=6", "distill.ground_truth_weight=0",
@@ -182,6 +182,11 @@ def test_ti_and_kd_run_end_to_end_without_ground_truth_and_save_nothing_of_the_t
     records = [json.loads(line) for line in (best.parent.parent / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in records if r["split"] == "train"]
     assert {"loss/distill/logits", "loss/distill/hidden", "loss/distill/scores", "loss/distill/outputs"} <= set(train[0])
+    # each step logs its stage, and the console announces each change: OI, CI, MI (4 steps), then step 2
+    assert [r["teacher_intervention"] for r in train] == ["oi", "ci"] + ["mi"] * 4 + \
+        ["none (step 2: plain distillation)"] * 6
+    announced = [line.split(": ", 1)[0] for line in capsys.readouterr().out.splitlines() if "teacher_intervention" in line]
+    assert announced == ["step 1", "step 2", "step 3", "step 7"]
     first = train[0]  # no ground truth: the loss is the sum of the distillation terms (weights 1)
     assert first["loss"] == pytest.approx(sum(first[f"loss/distill/{k}"] for k in ("logits", "hidden", "scores", "outputs")),
                                           rel=1e-5)
@@ -197,5 +202,6 @@ def test_a_shallower_student_learns_from_a_deeper_teacher(toy_task, teacher):
     best = trained(toy_task, "shallow", f"distill.teacher={teacher}", "model.random.num_hidden_layers=1",
                    "distill.attention_output_weight=1", "train.max_steps=4")
     assert load_checkpoint(best)[0].net.config.num_hidden_layers == 1
-    with pytest.raises(Exception, match="cannot teach this student: hidden size: teacher 32, student 16"):
+    with pytest.raises(Exception, match=r"cannot teach this student: hidden size: teacher 32, student 16 \(to distill "
+                                         r"from a wider teacher, .*`distill.hidden_weight: 0`"):
         trained(toy_task, "narrow", f"distill.teacher={teacher}", "model.random.hidden_size=16", "train.max_steps=2")

@@ -45,3 +45,20 @@ def test_training_speed_settings_apply_unless_the_user_chose():
     user = python(code, FLAGS_use_stride_kernel="1", MALLOC_TOP_PAD_="65536").stdout
     assert "FLAGS_use_stride_kernel=1 (user)" in user and "'FLAGS_use_stride_kernel': True" in user
     assert "malloc: user settings" in user
+
+
+def test_import_leaves_the_hosts_logging_alone_and_toolkit_warnings_are_one_line():
+    code = ("import io, logging\n"
+            "from ernie_qat.deploy import Predictor\n"
+            "from ernie_qat.train.kernels import encoder_ops\n"
+            "assert logging.root.handlers == [] and logging.root.level == logging.WARNING, logging.root.handlers\n"
+            "handlers = [h for logger in [logging.root, *logging.Logger.manager.loggerDict.values()]\n"
+            "            for h in getattr(logger, 'handlers', [])]\n"
+            "assert not [h for h in handlers if isinstance(getattr(h, 'stream', None), io.StringIO)]\n"
+            "assert encoder_ops() is None\n"
+            "logging.basicConfig(level=logging.INFO)\n"
+            "logging.warning('x')")
+    result = python(code, CXX="no-such-compiler")  # the compiler setuptools would build the kernels with
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ("compiled CPU kernels unavailable (no C++ compiler found: no-such-compiler), "
+                             "training uses Paddle's slower kernels\nWARNING:root:x\n")

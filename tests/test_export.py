@@ -30,7 +30,7 @@ def run_tool(name, *args, stdin=None):
                           capture_output=True, timeout=600, input=stdin)
 
 
-def test_qat_int8_predictor_matches_dygraph_qat_model(toy_task, fp32_checkpoint):
+def test_qat_int8_predictor_matches_dygraph_qat_model(toy_task, fp32_checkpoint, monkeypatch):
     qat = trained(toy_task, "qat", "quant.method=qat", f"model.name_or_path={fp32_checkpoint}",
                   "train.learning_rate=5e-4")
     model = load_checkpoint(qat)[0]
@@ -47,6 +47,17 @@ def test_qat_int8_predictor_matches_dygraph_qat_model(toy_task, fp32_checkpoint)
     assert np.array_equal(int8.argmax(1), reference.argmax(1))
     report = verify(deploy, toy_task["dir"] / "test.tsv", threads=1)
     assert report.passed and report.examples == 64 and report.exported["accuracy"] > 90
+    # the floor: the same graph in FP32 op by op computes the trained model to float rounding
+    assert report.floor_agreement == 100.0 and report.floor_max_abs_logit_diff < 1e-4 * np.abs(reference).max()
+    assert report.summary()["floor_agreement"] == 100.0
+
+    broken = int8.copy()  # an INT8 kernel bug that flips one example of 64; its FP32 graph is untouched
+    broken[0] = -broken[0]
+    run = Predictor.predict_logits
+    monkeypatch.setattr(Predictor, "predict_logits", lambda self, items: broken if self.passes else run(self, items))
+    report = verify(deploy, toy_task["dir"] / "test.tsv", threads=1)
+    assert not report.passed and (report.agreement, report.floor_agreement) == (98.4375, 100.0)
+    assert report.failure().startswith("agreement 98.44% (needs >= 99.25: its FP32 graph's 100.00% less 0.75 points")
 
 
 def test_fp32_export_round_trip(toy_task, fp32_checkpoint):
@@ -140,12 +151,36 @@ def test_failed_verification_writes_nothing_and_keeps_the_earlier_export(toy_tas
         shutil.copytree(fp32_checkpoint, barely)
         check(folder)
 
-    with pytest.raises(VerificationError, match=r"verification failed: agreement \d+.\d+% \(needs >= 99.25\).*"
-                                                r"nothing was written") as info:
+    failed = (r"verification failed: agreement \d+.\d+% \(needs >= \d+.\d+: .*accuracy drop \d+.\d+ points "
+              r"\(allowed <= 0.5\); nothing was written")
+    with pytest.raises(VerificationError, match=failed) as info:
         export(barely, output, "fp32", check=trained_model_replaced)
-    assert info.value.exit_code == 1 and not reports[0].passed
+    assert info.value.exit_code == 1 and not reports[0].passed and reports[0].accuracy_drop > 10  # measured 53.1
+    assert reports[0].floor_agreement == 100.0 and reports[0].agreement < 99.25  # FP32: the absolute bound
     assert (output / "manifest.json").read_text() == before
     assert not [p.name for p in output.parent.iterdir() if p.name.startswith(".deploy")]
-    nan = Verification(examples=2, agreement=100.0, max_abs_logit_diff=float("nan"),
-                       trained={"accuracy": 50.0}, exported={"accuracy": 50.0})
+    nan = Verification(examples=2, agreement=100.0, max_abs_logit_diff=float("nan"), floor_agreement=100.0,
+                       floor_max_abs_logit_diff=0.0, trained={"accuracy": 50.0}, exported={"accuracy": 50.0})
     assert not nan.passed and "NaN" in nan.failure() and nan.summary()["max_abs_logit_diff"] is None
+
+
+def test_verification_bounds_int8_disagreement_by_its_fp32_graph_floor():
+    from ernie_qat.export import Verification
+
+    def report(agreement, floor, accuracy_drop=0.05, floor_diff=1.256, **kwargs):
+        return Verification(examples=2000, agreement=agreement, max_abs_logit_diff=1.3, floor_agreement=floor,
+                            floor_max_abs_logit_diff=floor_diff, trained={"accuracy": 90.0},
+                            exported={"accuracy": 90.0 - accuracy_drop}, **kwargs)
+
+    at_floor = report(99.14, floor=99.39)  # the many-class long-document export refused by the absolute 99.25 bound
+    assert at_floor.passed and at_floor.needed_agreement == pytest.approx(98.64)
+    assert {k: at_floor.summary()[k] for k in ("floor_agreement", "floor_max_abs_logit_diff", "passed")} == \
+        {"floor_agreement": 99.39, "floor_max_abs_logit_diff": 1.256, "passed": True}
+    per_channel = report(96.0, floor=99.75, accuracy_drop=0.0)  # Paddle's mis-read per-channel scales (MR)
+    assert not per_channel.passed
+    assert per_channel.failure() == ("agreement 96.00% (needs >= 99.00: its FP32 graph's 99.75% less 0.75 points; "
+                                     "FP32 graph max |Δlogit| 1.256), accuracy drop 0.00 points (allowed <= 0.5)")
+    assert report(99.25, floor=100.0).passed and not report(99.14, floor=100.0).passed  # a perfect floor: as before
+    assert not report(99.14, floor=99.39, min_agreement=99.9).passed  # disagreement 0.86 > 0.61 + 0.1 points
+    assert not report(99.39, floor=99.39, accuracy_drop=0.6).passed
+    assert not report(99.39, floor=99.39, floor_diff=float("inf")).passed

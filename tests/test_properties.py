@@ -46,9 +46,16 @@ def section_dicts(cls, full: bool):
     return st.fixed_dictionaries(values) if full else st.fixed_dictionaries({}, optional=values)
 
 
+# values of the switches that enable every method (quantizers that work at any bit width), so that any
+# value of a method's settings is consistent
+SWITCHED_ON = {"quant.method": ["qat", "ptq"], "quant.weight_quantizer": ["lsq", "dynamic_absmax"],
+               "quant.activation_quantizer": ["", "lsq", "dynamic_absmax"], "regularizer.method": ["kurtosis"],
+               "optimizer.method": ["squat"], "distill.intervention": ["scheduled", "stochastic"]}
+
+
 def consistent(data: dict) -> dict:
-    """`data` with the keys `_check_consistency` requires: a dataset or training file, a random model's
-    vocabulary, a teacher where distillation needs one."""
+    """`data` with the keys `check_config` requires: a dataset or training file, a random model's vocabulary,
+    and every method switched on (a teacher included), so that none of its settings is ignored."""
     data = copy.deepcopy(data)
     section = data.setdefault("data", {})
     if not section.get("dataset") and not section.get("train_file"):
@@ -56,10 +63,12 @@ def consistent(data: dict) -> dict:
     model = data.setdefault("model", {})
     if model.get("name_or_path") == "random" and not model.get("random", {}).get("vocab_file"):
         model.setdefault("random", {})["vocab_file"] = "vocab.txt"
-    distill = data.get("distill", {})
-    if not distill.get("teacher") and (distill.get("ground_truth_weight") == 0
-                                       or distill.get("intervention", "none") != "none"):
-        distill["teacher"] = "teacher"
+    for key, on in SWITCHED_ON.items():
+        section, name = key.split(".")
+        if data.setdefault(section, {}).get(name) not in on:
+            data[section][name] = on[0]
+    if not data["distill"].get("teacher"):
+        data["distill"]["teacher"] = "teacher"
     return data
 
 
@@ -136,8 +145,9 @@ def dotted_fields(cls=Config, prefix=""):
 
 
 FIELDS = list(dotted_fields())
-# enough for the consistency check whatever single key an override then changes
-BASE = ["data.dataset=mr", "data.train_file=train.tsv", "model.random.vocab_file=vocab.txt", "distill.teacher=teacher"]
+# enough for the consistency check whatever single key an override then changes (every method on)
+BASE = ["data.dataset=mr", "data.train_file=train.tsv", "model.random.vocab_file=vocab.txt", "distill.teacher=teacher",
+        *(f"{key}={on[0]}" for key, on in SWITCHED_ON.items())]
 KEYS = st.sampled_from([name for name, _, _ in FIELDS] + ["train", "distill", "model.random", "train.epochs.x",
                                                            "nope", "train.nope", "", " train.epochs ", "a.b.c"])
 
@@ -166,6 +176,10 @@ def override_text(kind, value) -> str:
 @st.composite
 def overrides(draw):
     name, kind, meta = draw(st.sampled_from(FIELDS))
+    if name in SWITCHED_ON:  # a switch stays on: BASE sets its method's settings
+        return name, draw(st.sampled_from(SWITCHED_ON[name])), kind
+    if name == "distill.teacher":
+        return name, draw(st.text(min_size=1)), kind
     return name, draw(field_values(kind, meta)), kind
 
 

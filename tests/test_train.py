@@ -1,5 +1,6 @@
 """The training loop end to end on a tiny random ERNIE: learning, outputs, resume, evaluation."""
 import json
+import runpy
 import subprocess
 import sys
 
@@ -44,6 +45,17 @@ def test_tiny_model_learns_toy_task_through_train_tool(toy_task):
 
     again = run_tool("train.py", "--config", toy_task["config"])  # the same folder again, without --resume
     assert again.returncode == 2 and "pass --resume" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_eval_of_a_deployment_folder_points_to_infer(tmp_path, monkeypatch, capsys):
+    (tmp_path / "deploy.yaml").write_text("format: 3\nprecision: fp32\nmax_seq_len: 32\n")
+    for config in ([], ["--config", "any.yaml"]):
+        monkeypatch.setattr(sys, "argv", ["eval.py", "--checkpoint", str(tmp_path), *config])
+        with pytest.raises(SystemExit) as stop:
+            runpy.run_path(str(ROOT / "tools" / "eval.py"), run_name="__main__")
+        assert stop.value.code == 2
+        assert capsys.readouterr().err == (f"error: `{tmp_path}` is a deployment folder, not a checkpoint; evaluate it "
+                                          f"with tools/infer.py --model {tmp_path} --input DATA --eval\n")
 
 
 class Crash(Exception):

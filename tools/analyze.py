@@ -12,6 +12,8 @@ Writes to --out: `kurtosis.md` (a table: weight kurtosis and max|w|/σ of every 
 weight, and the kurtosis and max|x|/σ of its input on a few calibration batches, per model),
 `kurtosis.json`, and `weights.png` / `activations.png` (histograms of the layers with the
 heaviest tails, each model overlaid: before/after with --compare).
+In a quantized checkpoint (QAT, low-bit, PTQ) a layer's stored weight and its input before fake
+quantization are reported under the FP32 layer's name, so --compare's rows line up.
 
 `sharpness` (ernie_qat.analysis.sharpness) measures, on the same fixed batches for every checkpoint
 (the first `--batches` of the data in order, evaluation mode, fake-quantized where the checkpoint is
@@ -19,8 +21,8 @@ quantized), the loss increase within a ρ-ball: worst case by projected gradient
 average over random directions; writes `sharpness.md`, `sharpness.json` and, with --landscape N,
 `landscape.png` (the loss along a random and the gradient direction, N points). `sharpness.json` is
 written after each checkpoint; a checkpoint already in it with the same settings and the same files
-(its manifest's SHA-256) is kept, not measured again, so adding a checkpoint to a finished comparison
-measures that one only.
+(ernie_qat.atomic.folder_identity: its manifest's SHA-256) is kept, not measured again, so adding a
+checkpoint to a finished comparison measures that one only.
 
 `kernels` (ernie_qat.analysis.kernels) shows where a deployed predictor's time goes on one batch shape:
 its wall time, Paddle's op profile (calls and ms per run of each op type, with shape inference,
@@ -29,10 +31,8 @@ and data types, with calls and ms per run: the int8 GEMM's kernel, ops left in F
 --shape profiles the benchmark's random-weight model of that shape (tools/benchmark.py).
 """
 import argparse
-import hashlib
 import json
 from pathlib import Path
-from typing import Optional
 
 from ernie_qat import cli
 
@@ -42,11 +42,12 @@ def kurtosis_report(args) -> None:
     import paddle
 
     from ernie_qat.atomic import write_json, write_text
-    from ernie_qat.analysis.kurtosis import activation_table, markdown, plot_histograms, weight_table
+    from ernie_qat.analysis.kurtosis import activation_table, layer_weights, markdown, plot_histograms, weight_table
     from ernie_qat.config import RegularizerConfig
     from ernie_qat.data.batching import collate, encode
     from ernie_qat.data.loader import read_examples
     from ernie_qat.data.sources import data_file
+    from ernie_qat.models.classifier import ModelError
     from ernie_qat.ptq.calibrate import calibrate
     from ernie_qat.train.checkpoint import load_checkpoint
 
@@ -62,9 +63,12 @@ def kurtosis_report(args) -> None:
                                                                   tokenizer.pad_token_id).items()}
                    for s in range(0, len(order), args.batch_size)]
         stats = calibrate(model, batches, sample_size=65536)
-        weights[label], activations[label] = weight_table(model, include), activation_table(stats)
-        samples["weights"][label] = {n: p.numpy() for n, p in model.named_parameters() if n in weights[label]}
+        samples["weights"][label] = layer_weights(model, include)
         samples["activations"][label] = {n: s.sample for n, s in stats.items()}
+        if not samples["weights"][label] or not samples["activations"][label]:
+            raise ModelError(f"`{folder}` has no encoder Linear layers (plain, fake-quantized or OCS-split) to "
+                             "analyze: nothing written")
+        weights[label], activations[label] = weight_table(samples["weights"][label]), activation_table(stats)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     first = next(iter(checkpoints))
@@ -83,7 +87,7 @@ def sharpness_report(args) -> None:
     import paddle.nn.functional as F
 
     from ernie_qat.analysis.sharpness import Sharpness, markdown, measure, plot_landscapes
-    from ernie_qat.atomic import write_json, write_text
+    from ernie_qat.atomic import folder_identity, write_json, write_text
     from ernie_qat.data.batching import collate, encode
     from ernie_qat.data.loader import read_examples
     from ernie_qat.data.sources import data_file
@@ -103,8 +107,8 @@ def sharpness_report(args) -> None:
 
     for folder in args.checkpoint:
         name = f"{Path(folder).resolve().parent.parent.name}/{Path(folder).name}"
-        manifests[name] = checkpoint_identity(folder)
-        if manifests[name] and earlier.get(name, {}).get("checkpoint_manifest") == manifests[name]:
+        manifests[name] = folder_identity(folder)
+        if earlier.get(name, {}).get("checkpoint_manifest") == manifests[name]:
             results[name] = Sharpness(**{k: v for k, v in earlier[name].items() if k != "checkpoint_manifest"})
             print(f"{name}: measured before with these settings (`{out}/sharpness.json`), kept")
             continue
@@ -130,12 +134,6 @@ def sharpness_report(args) -> None:
         plot_landscapes(results, out / "landscape.png")
     print(text)
     print(f"wrote {out}/sharpness.md, sharpness.json" + (", landscape.png" if args.landscape else ""))
-
-
-def checkpoint_identity(folder) -> Optional[str]:
-    """SHA-256 of a checkpoint's manifest (its files' sizes and checksums), None if it has none."""
-    manifest = Path(folder) / "manifest.json"
-    return hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.is_file() else None
 
 
 def measured_before(path: Path, settings: dict) -> dict:

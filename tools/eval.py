@@ -17,6 +17,10 @@ def main() -> None:
     parser.add_argument("--checkpoint", required=True, help="a checkpoint folder written by tools/train.py")
     parser.add_argument("--data", help="a labelled TSV/CSV/JSONL file or dataset:split instead of the run's splits")
     args = parser.parse_args()
+    from ernie_qat.deploy import DEPLOY_FILE, DeployError
+    if (Path(args.checkpoint) / DEPLOY_FILE).exists():
+        raise DeployError(f"`{args.checkpoint}` is a deployment folder, not a checkpoint; evaluate it with "
+                          f"tools/infer.py --model {args.checkpoint} --input DATA --eval")
     args.config = args.config or str(Path(args.checkpoint) / "config.yaml")
     cfg = cli.config_from_args(args)
     from ernie_qat.train.evaluate import evaluate_checkpoint

@@ -96,7 +96,7 @@ def main() -> None:
 
     from ernie_qat.data.loader import DataError, read_examples
     from ernie_qat.data.sources import data_file
-    from ernie_qat.deploy import Predictor
+    from ernie_qat.deploy import NotQuantizedError, Predictor
     from ernie_qat.train.metrics import classification_metrics
 
     path = data_file(args.input)
@@ -112,7 +112,11 @@ def main() -> None:
             raise DataError(f"{args.input}: cannot read: {exc.strerror}") from None
         rows = [(n, text, None, None, bad) for n, text, bad in read_plain_lines(data)]
 
-    predictor = Predictor(args.model, precision=args.precision, threads=args.threads, batch_size=args.batch_size)
+    try:
+        predictor = Predictor(args.model, precision=args.precision, threads=args.threads, batch_size=args.batch_size)
+    except NotQuantizedError:
+        raise NotQuantizedError(f"`{args.model}` is an FP32 export without quantization scales; run it with "
+                                "--precision fp32 (or without --precision)") from None
     predictions = predictor.predict([r[1] for r in rows], [r[2] for r in rows])
     records = [to_record(number, p, gold, bad) for (number, _, _, gold, bad), p in zip(rows, predictions)]
 

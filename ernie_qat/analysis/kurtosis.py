@@ -11,7 +11,8 @@ import numpy as np
 import paddle
 
 from ernie_qat.atomic import atomic_file
-from ernie_qat.ptq.calibrate import InputStats
+from ernie_qat.ptq.calibrate import InputStats, encoder_layers
+from ernie_qat.ptq.ocs import OCSLinear
 from ernie_qat.regularizers.kurtosis import kurtosis
 
 
@@ -23,10 +24,20 @@ def distribution_stats(values: np.ndarray) -> Dict[str, float]:
             "sigma": float(sigma), "count": int(values.size)}
 
 
-def weight_table(model, include: str) -> Dict[str, Dict[str, float]]:
-    """Parameter name -> `distribution_stats` for the parameters whose name matches the regex `include`."""
+def layer_weights(model, include: str) -> Dict[str, np.ndarray]:
+    """`<layer>.weight` -> values of the encoder Linear weights whose name matches the regex `include`, named
+    as in the FP32 model also in a quantized one (a fake-quant layer's stored weight, an OCS layer's split one)."""
     pattern = re.compile(include)
-    return {name: distribution_stats(p.numpy()) for name, p in model.named_parameters() if pattern.search(name)}
+    weights = {}
+    for name, layer in encoder_layers(model):
+        if pattern.search(f"{name}.weight"):
+            weights[f"{name}.weight"] = (layer.linear if isinstance(layer, OCSLinear) else layer).weight.numpy()
+    return weights
+
+
+def weight_table(weights: Dict[str, np.ndarray]) -> Dict[str, Dict[str, float]]:
+    """Name -> `distribution_stats` of each tensor of `layer_weights`."""
+    return {name: distribution_stats(values) for name, values in weights.items()}
 
 
 def activation_table(stats: Dict[str, InputStats]) -> Dict[str, Dict[str, float]]:

@@ -5,6 +5,8 @@ padding: each epoch shuffles the examples, sorts each run of `bucket_batches * b
 of them by length, cuts batches, and shuffles the batches. The order depends only on
 (seed, epoch), so a resumed run sees the same batches as an uninterrupted one.
 """
+import re
+import string
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence
 
@@ -18,22 +20,51 @@ class Encoded:
     input_ids: List[int]
     token_type_ids: List[int]
     label: int  # -1 when unlabelled
+    truncated: bool = False  # the text (and pair) had more than max_seq_len tokens, [CLS] and [SEP]s included
+
+
+# BasicTokenizer._is_chinese_char's ranges: each such character is a word of its own
+CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002a6df\U0002a700-\U0002ceaf\U0002f800-\U0002fa1f"
+CHARS_PER_TOKEN = 8  # the first prefix of a text tokenized: 8 characters per token that fits (English has 4 to 6)
 
 
 def encode(examples: Sequence[Example], tokenizer, max_seq_len: int,
            labels: Optional[LabelVocab] = None) -> List[Encoded]:
     """Tokenize and truncate to `max_seq_len` tokens ([CLS] and [SEP] included)."""
-    texts = [e.text for e in examples]
-    pairs = [e.text_pair for e in examples]
-    kwargs = dict(max_length=max_seq_len, truncation=True, return_attention_mask=False)
-    if any(p is not None for p in pairs):
-        out = [tokenizer(t, text_pair=p, **kwargs) for t, p in zip(texts, pairs)]
-        ids, types = [o["input_ids"] for o in out], [o["token_type_ids"] for o in out]
-    else:
-        out = tokenizer(texts, **kwargs)
-        ids, types = out["input_ids"], out["token_type_ids"]
-    return [Encoded(i, t, labels.index(e) if labels is not None else -1)
-            for i, t, e in zip(ids, types, examples)]
+    return [encode_text(tokenizer, max_seq_len, e.text, e.text_pair, labels.index(e) if labels is not None else -1)
+            for e in examples]
+
+
+def encode_text(tokenizer, max_seq_len: int, text: str, pair: Optional[str] = None, label: int = -1) -> Encoded:
+    """[CLS] text [SEP] (pair [SEP]) as token ids cut to `max_seq_len` (longest first), exactly as the tokenizer cuts
+    the whole text, but a long text's tokens are taken from a prefix (a 30 MB line: 0.02 s instead of 93)."""
+    ids = [tokenizer.convert_tokens_to_ids(_first_tokens(tokenizer, t, max_seq_len))
+           for t in (text, pair) if t is not None]
+    out = tokenizer.prepare_for_model(*ids, max_length=max_seq_len, truncation=True, return_attention_mask=False)
+    truncated = sum(map(len, ids)) + tokenizer.num_special_tokens_to_add(pair is not None) > max_seq_len
+    return Encoded(out["input_ids"], out["token_type_ids"], label, truncated)
+
+
+def _first_tokens(tokenizer, text: str, count: int) -> List[str]:
+    """The tokens of `text`, or more than `count` of its first tokens.
+
+    Those are the tokens of a prefix cut where the tokenizer ends a word whatever follows: before a space, tab or
+    newline, a CJK character (a word of its own) or an ASCII punctuation mark that no special token holds. The prefix
+    is CHARS_PER_TOKEN * count characters or more, doubled until it has enough tokens. A run of ASCII letters and
+    digits longer than WordPiece's max_input_chars_per_word is [UNK] however long it is, so it is shortened first.
+    """
+    specials = "".join(tokenizer.all_special_tokens)
+    marks = re.escape("".join(c for c in string.punctuation if c not in specials))
+    cuts = re.compile(f"[ \\t\\n\\r{marks}{CJK}]")
+    longest = tokenizer.wordpiece_tokenizer.max_input_chars_per_word + 1
+    long_word = re.compile(f"([A-Za-z0-9]{{{longest}}})[A-Za-z0-9]+")
+    size = CHARS_PER_TOKEN * count
+    while True:
+        cut = cuts.search(text, size) if size < len(text) else None
+        tokens = tokenizer.tokenize(long_word.sub(r"\1", text if cut is None else text[:cut.start()]))
+        if cut is None or len(tokens) > count:
+            return tokens
+        size = 2 * cut.start()
 
 
 def train_batches(lengths: Sequence[int], batch_size: int, bucket_batches: int,

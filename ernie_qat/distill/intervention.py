@@ -10,9 +10,12 @@ encoder layer of the student goes on with one of the teacher's attention signals
 The residual path keeps its gradient, and loss terms still see the student's own tensors (the
 taps record before they replace). `distill.intervention_schedule` gives each listed kind an
 equal share of s in order: the default "oi,ci,mi,mi,mi,mi" is the paper's gradual TI (OI for
-s/6, CI until s/3, MI for the rest); "mi" alone intervenes MI throughout. The `stochastic`
-variant draws one of the listed kinds per step. After s steps comes TI's second step, plain
-distillation for the rest of the budget, so a TI run takes as many steps as a plain KD run.
+s/6, CI until s/3, MI for the rest; s must give every listed kind a step); "mi" alone intervenes
+MI throughout. The `stochastic` variant draws one entry of the list per step (the default list
+draws MI 4 times in 6). After s steps comes TI's second step, plain distillation for the rest of
+the budget (s must be below the run's steps), so a TI run takes as many steps as a plain KD run.
+Each step logs its stage (`teacher_intervention`: the kind, or none), and the console says when it
+changes. `distill.intervention_layers` counts the student's layers from 1, as `distill.layer_map` does.
 Step 1 has its own learning-rate schedule (warm-up `distill.intervention_warmup_ratio`, decay to
 0 at s), step 2 starts over with `train.warmup_ratio`, as the reference code's two runs do.
 Evaluation runs the student alone: no intervention applies outside the training forward.
@@ -48,13 +51,24 @@ class Schedule:
     def __init__(self, cfg: DistillConfig, seed: int):
         self.kinds = scheduled_kinds(cfg)
         self.steps, self.stochastic, self.seed = cfg.intervention_steps, cfg.intervention == "stochastic", seed
+        if not self.stochastic and self.steps < len(self.kinds):
+            raise ConfigError(f"`distill.intervention_steps` {self.steps} is fewer than the {len(self.kinds)} kinds "
+                              f"of `distill.intervention_schedule` {cfg.intervention_schedule!r}, so some would never "
+                              f"act: give step 1 at least {len(self.kinds)} steps")
 
     def kind_at(self, step: int) -> Optional[str]:
         if step >= self.steps:
             return None
-        if self.stochastic:
-            return random.Random(self.seed * 1_000_003 + step).choice(sorted(set(self.kinds)))
+        if self.stochastic:  # each listed entry equally likely: a kind listed k times is drawn k times as often
+            return random.Random(self.seed * 1_000_003 + step).choice(self.kinds)
         return self.kinds[step * len(self.kinds) // self.steps]
+
+    def check_fits(self, total_steps: int) -> None:
+        """Raises ConfigError unless step 1 ends inside the run, leaving steps for step 2 (plain distillation)."""
+        if self.steps >= total_steps:
+            raise ConfigError(f"`distill.intervention_steps` {self.steps} is not below the run's {total_steps} steps: "
+                              "Teacher Intervention's step 2 (plain distillation) would never run; lower it, or "
+                              "train longer (`train.epochs`, `train.max_steps`)")
 
 
 class TeacherIntervention(Intervention):
@@ -71,8 +85,12 @@ class TeacherIntervention(Intervention):
     def setup(self, model) -> None:
         self.taps = taps_of(model)
         if self.layers is not None and not all(0 <= i < self.taps.num_layers for i in self.layers):
-            raise ConfigError(f"`distill.intervention_layers` {self.layers}: the student's encoder layers are "
-                              f"0..{self.taps.num_layers - 1}")
+            raise ConfigError(f"`distill.intervention_layers` {[i + 1 for i in self.layers]}: the student's encoder "
+                              f"layers are 1..{self.taps.num_layers}")
+
+    def on_batch(self, model, batch: dict, step: int) -> Dict[str, str]:
+        """The stage this step is in, logged (and announced when it changes): the kind, or step 2."""
+        return {"teacher_intervention": self.schedule.kind_at(step) or "none (step 2: plain distillation)"}
 
     def active(self, step: int) -> bool:
         return self.schedule.kind_at(step) in self.kinds
@@ -81,6 +99,7 @@ class TeacherIntervention(Intervention):
         return tensor if self.field is None else getattr(self.taps.teacher, self.field)[layer]
 
     def schedule_restarts(self, total_steps: int) -> Dict[int, float]:
+        self.schedule.check_fits(total_steps)
         return self.stages  # every TI point reports the same two stages
 
 
@@ -91,6 +110,7 @@ def build_teacher_intervention(cfg) -> Optional[List[TeacherIntervention]]:
         return None
     schedule = Schedule(distill, cfg.train.seed)
     layers = layer_list(distill.intervention_layers, "distill.intervention_layers")
+    layers = None if layers is None else [layer - 1 for layer in layers]  # 1-based in the config, as `layer_map`
     stages = {0: distill.intervention_warmup_ratio, distill.intervention_steps: cfg.train.warmup_ratio}
     used = set(schedule.kinds)
     points = {}  # point -> (kinds acting on it, teacher field or None)

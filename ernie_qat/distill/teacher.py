@@ -48,26 +48,39 @@ class Teacher(ModelTransform):
     def prepare(self, model):
         from ernie_qat.train.checkpoint import load_checkpoint  # the checkpoint module imports the plugin registries
         folder = Path(self.cfg.teacher).expanduser()
+        if not folder.is_dir():
+            raise PluginError(f"`distill.teacher` {folder}: {'is not a folder' if folder.exists() else 'does not exist'}"
+                              "; give the checkpoint folder of a fine-tuned run (e.g. runs/NAME/checkpoints/best)")
         teacher = TapsTransform().prepare(load_checkpoint(folder)[0])
         teacher.eval()
         for param in teacher.parameters():
             param.stop_gradient = True
-        self._check_compatible(teacher.net.config, model.net.config, folder)
+        self._check_compatible(teacher, model, folder)
         self.layer_map = parse_layer_map(self.cfg.layer_map, model.net.config.num_hidden_layers,
                                          teacher.net.config.num_hidden_layers)
         self.model = teacher
         return model
 
     def _check_compatible(self, teacher, student, folder: Path) -> None:
-        needed = {"vocab_size": "vocabulary", "num_labels": "classes"}
-        if self.needs - {"attention_probs"}:
-            needed["hidden_size"] = "hidden size"
-        if self.needs & {"attention_scores", "attention_probs"}:
-            needed["num_attention_heads"] = "attention heads"
-        differ = [f"{what}: teacher {getattr(teacher, key)}, student {getattr(student, key)}"
-                  for key, what in needed.items() if getattr(teacher, key) != getattr(student, key)]
+        """Raises PluginError unless the teacher has the student's classes (names and order), vocabulary, and
+        the width and heads of the tensors the configured terms compare."""
+        needed = {"vocab_size": ("vocabulary", ""), "num_labels": ("classes", "")}
+        if self.needs & {"hidden_states", "attention_outputs", "attention_contexts"}:  # [B, L, H]
+            needed["hidden_size"] = ("hidden size", " (to distill from a wider teacher, compare the logits and "
+                                     "attention maps only: `distill.hidden_weight: 0`, "
+                                     "`distill.attention_output_weight: 0`, and no CI or OI intervention)")
+        if self.needs & {"attention_scores", "attention_probs"}:  # [B, heads, L, L]
+            needed["num_attention_heads"] = ("attention heads", " (set `distill.attention_score_weight: 0` and "
+                                             "intervene no MI)")
+        t, s = teacher.net.config, student.net.config
+        differ = [f"{what}: teacher {getattr(t, key)}, student {getattr(s, key)}{hint}"
+                  for key, (what, hint) in needed.items() if getattr(t, key) != getattr(s, key)]
         if differ:
             raise PluginError(f"`distill.teacher` {folder} cannot teach this student: " + "; ".join(differ))
+        if student.labels is not None and teacher.labels != student.labels:
+            raise PluginError(f"`distill.teacher` {folder} was trained on the labels {teacher.labels}, this data has "
+                              f"{student.labels}: its logits would teach the wrong classes; give a teacher trained "
+                              "on this data's labels")
 
     def on_batch(self, model, batch: dict, step: int) -> None:
         with paddle.no_grad():
@@ -86,7 +99,7 @@ class Teacher(ModelTransform):
         return Outputs(**picked)
 
 
-@TRANSFORMS.register("teacher")
+@TRANSFORMS.register("teacher", role=TRAINING)
 def build_teacher(cfg) -> "Teacher | None":
     if not cfg.distill.teacher:
         return None

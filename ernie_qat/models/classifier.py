@@ -6,6 +6,7 @@ same signature for training, QAT wrapping and Paddle Inference export.
 """
 import copy
 from pathlib import Path
+from typing import List, Optional
 
 import numpy as np
 import paddle
@@ -30,12 +31,13 @@ class ModelError(UserError):
 
 
 class TextClassifier(nn.Layer):
-    """logits [B, C] = classifier(ERNIE(input_ids [B, L], token_type_ids [B, L]))."""
+    """logits [B, C] = classifier(ERNIE(input_ids [B, L], token_type_ids [B, L])); `labels` names the C classes."""
 
-    def __init__(self, net: ErnieForSequenceClassification):
+    def __init__(self, net: ErnieForSequenceClassification, labels: Optional[List[str]] = None):
         super().__init__()
         self.net = net
         self.pad_token_id = net.config.pad_token_id
+        self.labels = labels
 
     def forward(self, input_ids, token_type_ids):
         mask = (input_ids == self.pad_token_id).astype("float32").unsqueeze([1, 2]) * NEG_INF  # [B, 1, 1, L]
@@ -121,7 +123,7 @@ def build_classifier(cfg: ModelConfig, labels: LabelVocab):
                              intermediate_size=shape.intermediate_size,
                              max_position_embeddings=shape.max_position_embeddings,
                              type_vocab_size=2, num_labels=num_labels, **dropout)
-        return TextClassifier(ErnieForSequenceClassification(config)), tokenizer
+        return TextClassifier(ErnieForSequenceClassification(config), labels.labels), tokenizer
     source = _resolve(cfg.name_or_path, labels)
     try:
         net = ErnieForSequenceClassification.from_pretrained(source, num_labels=num_labels, **dropout)
@@ -130,7 +132,7 @@ def build_classifier(cfg: ModelConfig, labels: LabelVocab):
         raise ModelError(f"cannot load ERNIE model `{cfg.name_or_path}`: {exc}\n"
                          "PaddleNLP names are downloaded from PaddleNLP's model hub; where it is unreachable, "
                          "pass a local model directory instead (`model.name_or_path`).") from None
-    return TextClassifier(net), tokenizer
+    return TextClassifier(net, labels.labels), tokenizer
 
 
 def _resolve(name_or_path: str, labels: LabelVocab) -> str:

@@ -171,6 +171,6 @@ def forward_outputs(model, batch: dict, needs: FrozenSet[str] = frozenset(), ste
     return Outputs(logits=logits, **fields)
 
 
-@TRANSFORMS.register("taps")
+@TRANSFORMS.register("taps", role=TRAINING)
 def build_taps(cfg) -> TapsTransform:
     return TapsTransform()

@@ -4,8 +4,10 @@ from typing import Dict, Iterable, List
 
 import numpy as np
 import paddle
+from paddle import nn
+from paddle.nn.quant.quant_layers import QuantizedLinear
 
-from ernie_qat.models.classifier import encoder_linears
+from ernie_qat.ptq.ocs import OCSLinear
 
 
 @dataclass
@@ -19,15 +21,27 @@ class InputStats:
         return np.concatenate(self.samples)
 
 
+def encoder_layers(model) -> list:
+    """(name, layer) of the encoder's Linear layers in model order, or of what replaced them in a quantized
+    model under the Linear layer's name: a fake-quant QuantizedLinear (QAT, PTQ), an OCSLinear (OCS)."""
+    layers = []
+    for name, layer in model.named_sublayers():
+        if (name.startswith("net.ernie.encoder.") and isinstance(layer, (nn.Linear, QuantizedLinear, OCSLinear))
+                and not (layers and name.startswith(layers[-1][0] + "."))):  # not an OCSLinear's inner layer
+            layers.append((name, layer))
+    return layers
+
+
 @paddle.no_grad()
 def calibrate(model, batches: Iterable[dict], sample_size: int, seed: int = 0) -> Dict[str, InputStats]:
-    """Run `batches` (input_ids, token_type_ids tensors [B, L]) through the FP32 model in eval mode.
+    """Run `batches` (input_ids, token_type_ids tensors [B, L]) through the model in eval mode.
 
     Returns:
-        encoder Linear name -> InputStats of its input, `sample_size` values kept per batch.
+        encoder Linear name -> InputStats of the layer's input (in a quantized model, before its fake
+        quantization and OCS's channel split), `sample_size` values kept per batch.
     """
     rng = np.random.default_rng(seed)
-    layers = encoder_linears(model)
+    layers = encoder_layers(model)
     stats = {name: InputStats() for name, _ in layers}
 
     def observer(name):

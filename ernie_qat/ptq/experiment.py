@@ -4,18 +4,28 @@ A run loads the FP32 checkpoint `ptq.checkpoint`, calibrates on training batches
 evaluates the fake-quantized model on dev and test, and saves it as a checkpoint (reloadable,
 exportable) under `train.output_dir`. A grid appends each finished run to
 `train.output_dir/grid.jsonl` and skips runs already there, so an interrupted grid resumes.
+
+The output folder records the identity of what it holds (`identity.json`, `run_identity`): the
+source checkpoint (resolved path and `folder_identity`) and the config, but `train.output_dir` and,
+for a grid, the keys the grid varies. `check_output` refuses a folder that holds an earlier run
+unless it is resumed with the same identity (a grid) or overwritten; `start_output` then removes
+an overwritten run's outputs and records the identity.
 """
 import copy
 import dataclasses
+import json
+import re
+import shutil
+import sys
 import time
 from pathlib import Path
-from typing import Dict, Iterable, List
+from typing import Dict, Iterable, List, Optional
 
 import numpy as np
 import paddle
 
-from ernie_qat.atomic import append_jsonl, read_jsonl
-from ernie_qat.config import Config, ConfigError
+from ernie_qat.atomic import append_jsonl, folder_identity, output_name, read_jsonl, write_json, writing
+from ernie_qat.config import Config, ConfigError, flat_dict
 from ernie_qat.data.batching import collate, encode
 from ernie_qat.data.sources import load_splits
 from ernie_qat.models.classifier import ModelError
@@ -24,6 +34,7 @@ from ernie_qat.ptq.quantize import quantize_post_training
 from ernie_qat.ptq.transform import deployable, recorded_quant_config
 from ernie_qat.train.checkpoint import load_checkpoint, save_checkpoint
 from ernie_qat.train.evaluate import evaluate
+from ernie_qat.train.trainer import ResumeMismatchError, RunExistsError
 
 # Method name -> `ptq` settings: Hu et al.'s LQ, ACIQ and OCS, and OCS combined with clipping.
 METHODS = {
@@ -34,16 +45,19 @@ METHODS = {
     "ocs": {"weight_range": "absmax", "ocs_expand_ratio": 0.02},
     "ocs_aciq": {"weight_range": "aciq_laplace", "ocs_expand_ratio": 0.02},
 }
+GRID_KEYS = sorted({f"ptq.{key}" for settings in METHODS.values() for key in settings}
+                   | {"ptq.granularity", "ptq.weight_bits"})  # the config keys a grid varies per run
+IDENTITY = "identity.json"
+OUTPUTS = ("checkpoint", "int8", "results.json", "grid.jsonl", IDENTITY)  # a run's outputs but the grid's runs
+GRID_RUN = re.compile(rf"({'|'.join(METHODS)})-(per_tensor|per_channel)-w\d+")  # a grid run's folder
 
 
 class PTQSession:
     """The FP32 checkpoint, its encoded data and its calibration statistics, loaded once; runs evaluate `eval_splits`."""
 
     def __init__(self, cfg: Config, eval_splits: Iterable[str] = ("dev", "test")):
-        if not cfg.ptq.checkpoint:
-            raise ConfigError("`ptq.checkpoint` is required: the FP32 checkpoint folder to quantize")
         self.cfg = cfg
-        model, self.tokenizer, self.labels, source_cfg = load_checkpoint(cfg.ptq.checkpoint)
+        model, self.tokenizer, self.labels, source_cfg = load_checkpoint(source_checkpoint(cfg))
         if source_cfg.quant.method != "none":
             raise ModelError(f"`ptq.checkpoint` {cfg.ptq.checkpoint} is already quantized "
                              f"(quant.method: {source_cfg.quant.method}); give an FP32 checkpoint")
@@ -77,6 +91,78 @@ class PTQSession:
                 **metrics, "fp32": self.fp32,
                 "retained": {name: 100.0 * metrics[name]["accuracy"] / self.fp32[name]["accuracy"] for name in metrics},
                 "seconds": round(time.time() - started, 1)}
+
+
+def source_checkpoint(cfg: Config) -> Path:
+    """`ptq.checkpoint`, resolved; ConfigError if it is not set."""
+    if not cfg.ptq.checkpoint:
+        raise ConfigError("`ptq.checkpoint` is required: the FP32 checkpoint folder to quantize")
+    return Path(cfg.ptq.checkpoint).expanduser().resolve()
+
+
+def run_identity(cfg: Config, grid: bool, verify: Optional[str]) -> Dict[str, object]:
+    """What a run reads, as JSON values by name: the source checkpoint's resolved path and `folder_identity`
+    (the SHA-256 of its manifest), `--grid`, `--verify`'s data, and the config but `train.output_dir` and,
+    for a grid, GRID_KEYS."""
+    source = source_checkpoint(cfg)
+    ignored = ["train.output_dir", "ptq.checkpoint", *(GRID_KEYS if grid else [])]
+    config = {key: value for key, value in flat_dict(cfg.to_dict()).items() if key not in ignored}
+    return json.loads(json.dumps({"ptq.checkpoint": str(source), "ptq.checkpoint sha256": folder_identity(source),
+                                  "--grid": grid, "--verify": verify, **config}))
+
+
+def run_outputs(out: Path) -> List[Path]:
+    """What earlier runs left in `out` (OUTPUTS, grid runs' folders, copies interrupted writes left beside
+    them), the identity last."""
+    if not out.is_dir():
+        return []
+    found = [path for path in out.iterdir()
+             if output_name(path.name) in OUTPUTS or GRID_RUN.fullmatch(output_name(path.name))]
+    return sorted(found, key=lambda path: (output_name(path.name) == IDENTITY, path.name))
+
+
+def check_output(out: Path, identity: dict, resume: bool, overwrite: bool) -> None:
+    """Refuse `out` if it holds an earlier run, unless `overwrite` or a `resume` of a grid with this identity.
+
+    Raises:
+        RunExistsError: an earlier run is there and neither flag was given.
+        ResumeMismatchError: `resume` of a run with another identity (each difference named) or none recorded.
+    """
+    earlier = sorted({output_name(path.name) for path in run_outputs(out)})
+    if not earlier or overwrite:
+        if resume and not earlier:
+            print(f"--resume: no run in {out}: starting a fresh one", file=sys.stderr)
+        return
+    if not resume:
+        held = [name for name in earlier if name in OUTPUTS]
+        runs = len(earlier) - len(held)
+        held += [f"{runs} grid run folder{'s' * (runs > 1)}"] if runs else []
+        resumable = "--resume to continue it, " if identity["--grid"] else ""
+        raise RunExistsError(f"`train.output_dir` {out} already holds a PTQ run ({', '.join(held)}): pass "
+                             f"{resumable}--overwrite to replace it, or choose another `train.output_dir`")
+    start = f"cannot resume the grid in {out}"
+    advice = "pass --overwrite to start it over, or choose another `train.output_dir`"
+    try:
+        recorded = json.loads((out / IDENTITY).read_text())
+    except (OSError, ValueError):
+        raise ResumeMismatchError(f"{start}: it records no identity (`{IDENTITY}`) to check it against; "
+                                  f"{advice}") from None
+    changed = [f"{key}: {recorded.get(key)!r} -> {identity.get(key)!r}"
+               for key in sorted(set(recorded) | set(identity)) if recorded.get(key) != identity.get(key)]
+    if changed:
+        raise ResumeMismatchError(f"{start}: it read other inputs, and continuing would mix the two "
+                                  f"({'; '.join(changed)}); {advice}")
+
+
+def start_output(out: Path, identity: dict, overwrite: bool) -> None:
+    """Remove an earlier run's outputs from `out` if `overwrite`, then record `identity` there."""
+    with writing(out):
+        for path in run_outputs(out) if overwrite else []:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    write_json(out / IDENTITY, identity)
 
 
 def grid_configs(cfg: Config, methods: List[str], bits: List[int], granularities: List[str]) -> Dict[str, Config]:

@@ -17,7 +17,7 @@ import paddle
 from paddle import nn
 
 from ernie_qat.models.classifier import encoder_linears, replace_sublayer
-from ernie_qat.train.hooks import TRANSFORMS, ModelTransform
+from ernie_qat.train.hooks import STRUCTURAL, TRANSFORMS, ModelTransform
 
 
 def split_count(in_features: int, expand_ratio: float) -> int:
@@ -72,6 +72,6 @@ class OCSTransform(ModelTransform):
         return model
 
 
-@TRANSFORMS.register("ocs")
+@TRANSFORMS.register("ocs", role=STRUCTURAL)
 def build_ocs(cfg) -> "OCSTransform | None":
     return OCSTransform(cfg.ptq.ocs_expand_ratio) if cfg.quant.method == "ptq" and cfg.ptq.ocs_expand_ratio > 0 else None

@@ -12,7 +12,7 @@ from paddle.nn.quant.quant_layers import QuantizedLinear
 
 from ernie_qat.config import PTQConfig, QuantConfig
 from ernie_qat.quant.qat import QATTransform
-from ernie_qat.train.hooks import TRANSFORMS, ModelTransform
+from ernie_qat.train.hooks import STRUCTURAL, TRANSFORMS, ModelTransform
 
 
 def deployable(cfg: PTQConfig) -> bool:
@@ -63,6 +63,6 @@ class PTQTransform(ModelTransform):
         return None
 
 
-@TRANSFORMS.register("ptq", section="quant")
+@TRANSFORMS.register("ptq", section="quant", role=STRUCTURAL)
 def build_ptq(cfg) -> "PTQTransform | None":
     return PTQTransform(cfg.ptq) if cfg.quant.method == "ptq" else None

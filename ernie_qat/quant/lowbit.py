@@ -88,12 +88,11 @@ class LSQQuantizer(nn.Layer):
 
 @register_quantizer("ternary")
 class TernaryQuantizer(nn.Layer):
-    """TWN ternary weights (see the module docstring); `spec.bits` is ignored (three levels)."""
+    """TWN ternary weights (see the module docstring): three levels, 2 bits."""
+    roles, bits = ("weight",), (2,)
 
     def __init__(self, spec: QuantizerSpec, weight=None):
         super().__init__()
-        if spec.role != "weight":
-            raise ValueError("the ternary quantizer is for weights; use lsq or dynamic_absmax for activations")
         self.per_channel = spec.per_channel
 
     def forward(self, weight: paddle.Tensor) -> paddle.Tensor:

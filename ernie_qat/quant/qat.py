@@ -17,6 +17,7 @@ With `quantize_embeddings` the word table is trained on int8 levels per row and 
 (ernie_qat.quant.embedding).
 """
 import copy
+import logging
 import warnings
 from typing import Dict
 
@@ -31,7 +32,7 @@ from ernie_qat.quant.int8_storage import store_int8_embeddings, store_int8_weigh
 from ernie_qat.quant.onednn import pin_trained_scales
 from ernie_qat.quant.quantizers import QUANTIZER_LAYERS, QuantizerSpec, build_quantizer, quantizer_parameters
 from ernie_qat.quant.saved_model import opened_model
-from ernie_qat.train.hooks import TRANSFORMS, ModelTransform, ParamGroup
+from ernie_qat.train.hooks import STRUCTURAL, TRANSFORMS, ModelTransform, ParamGroup
 
 
 class QATTransform(ModelTransform):
@@ -120,11 +121,17 @@ class QATTransform(ModelTransform):
             if unpaired is None:
                 warnings.warn("the encoder's layers are not plain Linear layers (OCS?): their dimensions keep their "
                               "order, and weight pairs may overflow int16 in oneDNN's int8 GEMM on CPUs without VNNI "
-                              "(ernie_qat.quant.int16_pairs); see --verify", stacklevel=2)
+                              "(ernie_qat.quant.int16_pairs)", stacklevel=2)
             elif unpaired:
                 warnings.warn(f"{unpaired} neighbouring weight pairs can overflow int16 in oneDNN's int8 GEMM on CPUs "
-                              "without VNNI (ernie_qat.quant.int16_pairs); see --verify", stacklevel=2)
-        self.qat.save_quantized_model(model, prefix, input_spec=INPUT_SPEC)
+                              "without VNNI (ernie_qat.quant.int16_pairs)", stacklevel=2)
+        deprecation = logging.getLogger("paddle.static.io")  # PaddleSlim reloads the model the deprecated way
+        level = deprecation.level
+        deprecation.setLevel(logging.ERROR)
+        try:
+            self.qat.save_quantized_model(model, prefix, input_spec=INPUT_SPEC)
+        finally:
+            deprecation.setLevel(level)
         if per_tensor:
             with opened_model(prefix) as saved:
                 pin_trained_scales(saved, ranges)
@@ -133,7 +140,7 @@ class QATTransform(ModelTransform):
                 saved.save(prefix)
         else:
             warnings.warn("per-channel weights: Paddle 2.6's oneDNN INT8 pass quantizes fc weights with scales read "
-                          "along the wrong axis, so the INT8 model differs from the trained one (see --verify); "
+                          "along the wrong axis, so the INT8 model differs from the trained one; "
                           "`quant.weight_quantize_type: abs_max` exports exactly", stacklevel=2)
         return True
 
@@ -165,6 +172,6 @@ def _drop_output_observers(model) -> None:
         replace_sublayer(model, name, layers[name]._layer)
 
 
-@TRANSFORMS.register("qat", section="quant")
+@TRANSFORMS.register("qat", section="quant", role=STRUCTURAL)
 def build_qat(cfg) -> "QATTransform | None":
     return QATTransform(cfg.quant) if cfg.quant.method == "qat" else None

@@ -9,6 +9,9 @@ tensor's shape are known when it is built and any learnable parameter exists bef
 optimizer does. Parameters of registered quantizers get no weight decay and the learning-rate
 multiplier `quant.quantizer_lr_scale`.
 
+Optional class attributes, checked with the config before any work: `roles`, the roles it quantizes
+(default both, ("weight", "activation")), and `bits`, the bit widths it supports (default 2..8).
+
 Optional: a weight quantizer whose per-tensor output lies on an 8-bit grid defines
 `int8_weight(weight) -> (quantized weight, int8 range r)`, the range with which
 round(Ŵ/r·127) is Ŵ's integer level (|level| ≤ 127). QAT then exports it to Paddle's oneDNN
@@ -44,6 +47,20 @@ class QuantizerSpec:
     per_channel: bool = False  # weights: one scale per output channel (a column of a Linear weight [in, out])
     shape: Tuple[int, ...] = ()  # the weight's shape; () for activations
     moving_rate: float = 0.9   # for quantizers keeping a moving average
+
+
+ROLES = ("weight", "activation")
+BITS = tuple(range(2, 9))
+
+
+def quantizer_roles(layer: type) -> Tuple[str, ...]:
+    """The roles a registered quantizer class takes (its `roles`, default both)."""
+    return getattr(layer, "roles", ROLES)
+
+
+def quantizer_bits(layer: type) -> Tuple[int, ...]:
+    """The bit widths a registered quantizer class supports (its `bits`, default 2..8), ascending."""
+    return tuple(sorted(getattr(layer, "bits", BITS)))
 
 
 def build_quantizer(name: str, spec: QuantizerSpec, weight: Optional[paddle.Tensor], key: str) -> nn.Layer:

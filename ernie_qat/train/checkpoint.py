@@ -65,12 +65,13 @@ def load_checkpoint(folder: Path):
         raise ModelError(f"`{folder}` is not a checkpoint folder written by tools/train.py")
     check_manifest(folder)
     cfg = load_config(folder / "config.yaml")
-    model = TextClassifier(ErnieForSequenceClassification(ErnieConfig.from_pretrained(str(folder))))
+    labels = LabelVocab.load(folder)
+    model = TextClassifier(ErnieForSequenceClassification(ErnieConfig.from_pretrained(str(folder))), labels.labels)
     for transform in build_transforms(cfg):
         model = transform.prepare(model)
     model.load_weights(folder)
     model.eval()
-    return model, ErnieTokenizer.from_pretrained(str(folder)), LabelVocab.load(folder), cfg
+    return model, ErnieTokenizer.from_pretrained(str(folder)), labels, cfg
 
 
 def restore_training(folder: Path, model, optimizer) -> dict:

@@ -229,6 +229,6 @@ class FastCPUOps(ModelTransform):
         return install_fast_ops(model, self.fast_dropout)
 
 
-@TRANSFORMS.register("fast_cpu_ops")
+@TRANSFORMS.register("fast_cpu_ops", role=TRAINING)
 def build_fast_cpu_ops(cfg) -> "FastCPUOps | None":
     return FastCPUOps(cfg.train.fast_dropout) if encoder_ops() is not None else None

@@ -12,7 +12,8 @@
 - `StepStrategy` decides how one optimizer step uses the forward/backward closure (SAM calls it twice).
 
 All are `Plugin`s: optional `setup(model)` once before training (before a resume restores later
-weights), `on_batch(model, batch, step)` once per step before the forward (a teacher runs there),
+weights), `on_batch(model, batch, step)` once per step before the forward (a teacher runs there; it
+may return logs of the step, such as the stage a method is in),
 `on_evaluate(model, step, metrics)` after each evaluation, `param_groups(model)` for parameters
 that need their own optimizer treatment (a quantizer's step sizes: no weight decay), and
 `schedule_restarts(total_steps)` for a method in stages whose later stage starts its learning-rate
@@ -54,8 +55,9 @@ class Plugin:
     def setup(self, model: paddle.nn.Layer) -> None:
         """Called once on the transformed model before training starts (and before a resume restores weights)."""
 
-    def on_batch(self, model: paddle.nn.Layer, batch: dict, step: int) -> None:
-        """Called once per step with the batch, before the step strategy runs the closure."""
+    def on_batch(self, model: paddle.nn.Layer, batch: dict, step: int) -> Optional[Dict[str, object]]:
+        """Called once per step with the batch, before the step strategy runs the closure. May return logs
+        of this step: numbers, or a text naming the plugin's stage (the console announces each change)."""
 
     def on_evaluate(self, model: paddle.nn.Layer, step: int, metrics: Dict[str, float]) -> None:
         """Called after each dev evaluation with its metrics."""

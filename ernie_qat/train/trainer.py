@@ -30,8 +30,8 @@ from paddlenlp.transformers import LinearDecayWithWarmup
 from tqdm import tqdm
 
 from ernie_qat import faults
-from ernie_qat.atomic import append_jsonl, read_jsonl, write_json, write_jsonl
-from ernie_qat.config import Config, TrainConfig, load_config
+from ernie_qat.atomic import append_jsonl, folder_identity, read_jsonl, write_json, write_jsonl
+from ernie_qat.config import Config, TrainConfig, flat_dict, load_config
 from ernie_qat.data.batching import collate, encode, train_batches
 from ernie_qat.data.loader import Example, LabelVocab
 from ernie_qat.data.sources import load_splits
@@ -63,7 +63,8 @@ class NonFiniteError(UserError):
 
 
 class TrainingInterrupted(UserError):
-    """SIGINT or SIGTERM stopped training after the current step was saved."""
+    """SIGINT or SIGTERM stopped training after the current step was saved: a stop, not an error."""
+    prefix = ""
 
     def __init__(self, message: str, signal_number: int):
         super().__init__(message)
@@ -101,22 +102,23 @@ def fit(cfg: Config, plugins: Optional[Plugins] = None, resume: bool = False) ->
     splits = load_splits(cfg.data, tc.seed)
     labels = LabelVocab.from_examples(splits["train"])
     fingerprints = {name: data_fingerprint(examples) for name, examples in splits.items()}
+    sources = source_identities(cfg)
     if resume:
-        _check_resumable(cfg, last_dir, labels, fingerprints)
+        _check_resumable(cfg, last_dir, labels, fingerprints, sources)
+    steps_per_epoch = math.ceil(len(splits["train"]) / tc.batch_size)
+    total_steps = tc.max_steps or tc.epochs * steps_per_epoch
+    eval_every = tc.eval_every or steps_per_epoch
+    restarts = {k: v for plugin in plugins.all() for k, v in plugin.schedule_restarts(total_steps).items()}
+    model, tokenizer = build_student(cfg, plugins, labels)
     if topo.writes:
         cfg.save(out / "config.yaml")  # creates the output folder
         print(cpu_settings(), file=sys.stderr)
-    model, tokenizer = build_student(cfg, plugins, labels)
     data = {name: encode(examples, tokenizer, cfg.data.max_seq_len, labels) for name, examples in splits.items()}
     lengths = [len(x.input_ids) for x in data["train"]]
-    steps_per_epoch = math.ceil(len(lengths) / tc.batch_size)
-    total_steps = tc.max_steps or tc.epochs * steps_per_epoch
-    eval_every = tc.eval_every or steps_per_epoch
     optimizer, schedule = make_optimizer(model, tc, total_steps,
-                                         [g for plugin in plugins.all() for g in plugin.param_groups(model)],
-                                         {k: v for plugin in plugins.all()
-                                          for k, v in plugin.schedule_restarts(total_steps).items()})
-    state = {"step": 0, "best_metric": None, "best_step": None, "train_seconds": 0.0, "data": fingerprints}
+                                         [g for plugin in plugins.all() for g in plugin.param_groups(model)], restarts)
+    state = {"step": 0, "best_metric": None, "best_step": None, "train_seconds": 0.0, "data": fingerprints,
+             "sources": sources}
     if resume:
         state = restore_training(last_dir, model, optimizer)
     if topo.world_size > 1:  # gradients are all-reduced across the ranks in backward
@@ -138,6 +140,7 @@ def fit(cfg: Config, plugins: Optional[Plugins] = None, resume: bool = False) ->
     step = state["step"]
     # the running means of the next train record: saved with `last`, so a resumed run logs the same values
     window = state.setdefault("window", _empty_window())
+    stages: Dict[str, str] = {}  # the text logs of the last step
     window_start = time.time()
     with _deferred_signals() as signals, \
             tqdm(total=total_steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
@@ -158,7 +161,11 @@ def fit(cfg: Config, plugins: Optional[Plugins] = None, resume: bool = False) ->
                     loss, step_logs = train_step(model, optimizer, batch, plugins, step)
                 except NonFiniteError as exc:
                     raise _diverged(exc, step + 1, last_dir) from None
-                window["logs"].update(step_logs)
+                window["logs"] = step_logs  # a record's logs are those of its own step
+                for key, value in step_logs.items():  # a plugin's stage (a text) is announced when it changes
+                    if isinstance(value, str) and value != stages.get(key) and topo.writes:
+                        progress.write(f"step {step + 1}: {key} = {value}")
+                    stages[key] = value
                 schedule.step()
                 step += 1
                 state["train_seconds"] += time.time() - started
@@ -173,7 +180,7 @@ def fit(cfg: Config, plugins: Optional[Plugins] = None, resume: bool = False) ->
                               "lr": optimizer.get_lr(), "examples_per_s": speed, **window["logs"]}
                     log(record)
                     progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", ex_s=f"{speed:.1f}")
-                    state["window"] = window = {**_empty_window(), "logs": window["logs"]}  # logs keep their latest values
+                    state["window"] = window = _empty_window()
                     window_start = time.time()
                 progress.update(1)
 
@@ -196,7 +203,7 @@ def fit(cfg: Config, plugins: Optional[Plugins] = None, resume: bool = False) ->
                     if state["step"] != step:
                         state["step"] = step
                         checkpoint(last_dir, with_optimizer=True)
-                    raise TrainingInterrupted(f"{signal.Signals(signals[0]).name}: stopped at step {step} of "
+                    raise TrainingInterrupted(f"stopped by {signal.Signals(signals[0]).name} at step {step} of "
                                               f"{total_steps}; saved {last_dir}", signals[0])
                 if step >= total_steps:
                     break
@@ -273,16 +280,17 @@ def train_step(model, optimizer, batch: dict, plugins: Plugins, step: int) -> Tu
     weighted cross-entropy with the labels (unless its weight is 0) plus the loss terms, and backward.
 
     Returns:
-        (loss of the first closure call, logs: loss terms' values of the first call as
-        `loss/<term>/<key>`, the strategy's as `step/<key>`).
+        (loss of the first closure call, logs: what plugins' `on_batch` returned, loss terms' values
+        of the first call as `loss/<term>/<key>`, the strategy's as `step/<key>`).
 
     Raises:
         PluginError: the step strategy never called the closure.
         NonFiniteError: the loss or a gradient is NaN or infinite (raised before the update).
     """
     model.train()
+    batch_logs = {}
     for plugin in plugins.all():
-        plugin.on_batch(model, batch, step)
+        batch_logs.update(plugin.on_batch(model, batch, step) or {})
     losses, first_logs = [], {}
 
     def closure() -> paddle.Tensor:
@@ -312,7 +320,8 @@ def train_step(model, optimizer, batch: dict, plugins: Plugins, step: int) -> Tu
                           "HINT: `step(model, optimizer, closure, step)` must call `closure()` before "
                           "`optimizer.step()`")
     optimizer.clear_grad()
-    return float(losses[0]), {**first_logs, **{f"step/{key}": value for key, value in strategy_logs.items()}}
+    return float(losses[0]), {**batch_logs, **first_logs,
+                              **{f"step/{key}": value for key, value in strategy_logs.items()}}
 
 
 def _resumable(checkpoints: Path, resume: bool, writes: bool) -> bool:
@@ -338,30 +347,34 @@ def data_fingerprint(examples: Sequence[Example]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _check_resumable(cfg: Config, last_dir: Path, labels: LabelVocab, fingerprints: Dict[str, str]) -> None:
+def source_identities(cfg: Config) -> Dict[str, str]:
+    """{config key: identity} of the checkpoint folders the run reads (the starting model, the teacher):
+    `folder_identity`, so that resuming after one of them changed is refused."""
+    keys = {"model.name_or_path": cfg.model.name_or_path, "distill.teacher": cfg.distill.teacher}
+    return {key: folder_identity(Path(path).expanduser()) for key, path in keys.items()
+            if path and Path(path).expanduser().is_dir()}
+
+
+def _check_resumable(cfg: Config, last_dir: Path, labels: LabelVocab, fingerprints: Dict[str, str],
+                     sources: Dict[str, str]) -> None:
     """Raises ResumeMismatchError unless the run in `last_dir` had this config (but RESUME_FREE_KEYS),
-    labels and data."""
-    saved = _flat(load_config(last_dir / "config.yaml").to_dict())
-    now = _flat(cfg.to_dict())
+    labels, data and source checkpoints."""
+    saved = flat_dict(load_config(last_dir / "config.yaml").to_dict())
+    now = flat_dict(cfg.to_dict())
     changed = [f"{key}: {saved.get(key)!r} -> {now.get(key)!r}" for key in sorted(set(saved) | set(now))
                if key not in RESUME_FREE_KEYS and saved.get(key) != now.get(key)]
     saved_labels = LabelVocab.load(last_dir).labels
     if saved_labels != labels.labels:
         changed.append(f"labels: {saved_labels} -> {labels.labels}")
-    saved_data = read_trainer_state(last_dir).get("data", {})
+    state = read_trainer_state(last_dir)
     changed += [f"data: the {name} split's examples differ" for name, fingerprint in fingerprints.items()
-                if name in saved_data and saved_data[name] != fingerprint]
+                if name in state.get("data", {}) and state["data"][name] != fingerprint]
+    changed += [f"{key}: the checkpoint at {now[key]} changed since the run started (its files differ)"
+                for key, identity in state.get("sources", {}).items() if sources.get(key) != identity]
     if changed:
         raise ResumeMismatchError(f"cannot resume the run in {cfg.train.output_dir}: it was trained with another "
                                   "config or data, and continuing would mix the two:\n  " + "\n  ".join(changed) +
                                   "\nHINT: restore these values, or start a new run in another `train.output_dir`")
-
-
-def _flat(tree: dict, prefix: str = "") -> Dict[str, object]:
-    flat = {}
-    for key, value in tree.items():
-        flat.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value})
-    return flat
 
 
 def _check_finite(model, loss: paddle.Tensor) -> None:

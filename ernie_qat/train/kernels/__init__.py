@@ -3,16 +3,21 @@
 `encoder_ops()` compiles the source with the machine's C++ compiler and OpenMP into
 `cache_dir()/kernels/<source hash>` (about 15 s, once per source version; later loads take about
 a second) and returns the module of Paddle custom operators `ernie_gelu`, `ernie_layer_norm`,
-`ernie_softmax` and `ernie_dropout`. Where they cannot be built (no compiler, no OpenMP) it warns once and returns
-None, and training runs on Paddle's own kernels.
+`ernie_softmax` and `ernie_dropout`. Where they cannot be built (no compiler, no OpenMP) it logs a
+one-line warning once and returns None, and training runs on Paddle's own kernels; the build's output
+(compiler errors, Paddle's traceback) goes to `build.log` in that folder and to the debug log.
 """
+import contextlib
 import functools
 import hashlib
-import io
-import contextlib
 import logging
+import os
+import shlex
+import shutil
+import sys
+import sysconfig
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 from ernie_qat.env import cache_dir
 
@@ -29,6 +34,30 @@ def _link_flags() -> list:
     return ["-fopenmp"]
 
 logger = logging.getLogger(__name__)
+UNAVAILABLE = "compiled CPU kernels unavailable (%s), training uses Paddle's slower kernels"
+
+
+def _compiler() -> str:
+    """The C++ compiler setuptools builds with: $CXX, else the one Python was built with (e.g. g++)."""
+    return shlex.split(os.environ.get("CXX") or sysconfig.get_config_var("CXX") or "c++")[0]
+
+
+@contextlib.contextmanager
+def _output_to(log) -> Iterator[None]:
+    """Send sys.stdout, sys.stderr and file descriptors 1 and 2 (a subprocess's output) to `log`, an open file."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            yield
+    finally:
+        log.flush()
+        for fd, copy in zip((1, 2), saved):
+            os.dup2(copy, fd)
+            os.close(copy)
 
 
 @functools.lru_cache(maxsize=None)
@@ -36,16 +65,20 @@ def encoder_ops() -> Optional[object]:
     """The loaded kernels module, or None if it cannot be built here (warned once)."""
     from paddle.utils.cpp_extension import load
 
+    if shutil.which(_compiler()) is None:
+        logger.warning(UNAVAILABLE, f"no C++ compiler found: {_compiler()}")
+        return None
     link_flags = _link_flags()
     digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(CXX_FLAGS + link_flags).encode()).hexdigest()[:12]
     build = cache_dir() / "kernels" / digest
     build.mkdir(parents=True, exist_ok=True)
-    compiler_output = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(compiler_output):
-            return load(name="ernie_encoder_ops", sources=[str(SOURCE)], extra_cxx_cflags=CXX_FLAGS,
-                        extra_ldflags=link_flags, build_directory=str(build))
-    except Exception as error:  # a missing compiler or OpenMP surfaces as several exception types
-        logger.warning("compiled CPU kernels unavailable, training uses Paddle's (slower) kernels: %s\n%s",
-                       error, compiler_output.getvalue()[-2000:])
-        return None
+    with open(build / "build.log", "w", encoding="utf-8") as log:
+        try:
+            with _output_to(log):
+                return load(name="ernie_encoder_ops", sources=[str(SOURCE)], extra_cxx_cflags=CXX_FLAGS,
+                            extra_ldflags=link_flags, build_directory=str(build))
+        except Exception as error:  # a failed build (no OpenMP, a compiler error) surfaces as several exception types
+            logger.debug("building %s failed: %s\n%s", SOURCE.name, error,
+                         (build / "build.log").read_text(encoding="utf-8", errors="replace")[-4000:])
+            logger.warning(UNAVAILABLE, f"the build with {_compiler()} failed; its output is in {build / 'build.log'}")
+            return None
