@@ -160,7 +160,7 @@ class DistillConfig:
     temperature: float = param(1.0, low=0.0, low_open=True)
     hidden_weight: float = param(1.0, low=0.0)        # MSE of the L + 1 hidden states (embeddings included)
     attention_score_weight: float = param(1.0, low=0.0)   # MSE of pre-softmax scores, padded keys and queries excluded
-    attention_output_weight: float = param(0.0, low=0.0)  # MSE of the attention blocks' outputs (out_proj)
+    attention_output_weight: float = param(0.0, low=0.0)  # MSE of the attention blocks' outputs (after LayerNorm)
     ground_truth_weight: float = param(1.0, low=0.0)  # cross-entropy with the labels; 0 = off (needs a teacher)
     layer_map: str = ""                 # teacher layer of student layers 1..L, e.g. "2,4,6"; "" = uniform
     intervention: str = param("none", choices=("none", "scheduled", "stochastic"))  # Teacher Intervention

@@ -176,8 +176,8 @@ def test_outputs_match_paddlenlp_hidden_states_and_attention_probabilities(toy_t
         forward_outputs(model, batch, frozenset({"attention_maps"}))
 
 
-class ReplaceOutput(Intervention):
-    point, layers = "attention.output", [0]
+class ReplaceProjection(Intervention):
+    point, layers = "attention.projection", [0]
 
     def __init__(self, tensor, on_steps):
         self.tensor, self.on_steps = tensor, on_steps
@@ -201,7 +201,7 @@ def test_an_intervention_replaces_exactly_what_a_manual_forward_replaces_and_swi
     assert np.abs(expected - plain).max() > 1e-3
 
     model = TapsTransform().prepare(_tiny_model(toy_task))
-    model.taps.interventions = [ReplaceOutput(given, on_steps={3})]
+    model.taps.interventions = [ReplaceProjection(given, on_steps={3})]
     np.testing.assert_array_equal(forward_outputs(model, batch, step=3).logits.numpy(), expected)
     np.testing.assert_array_equal(forward_outputs(model, batch, step=4).logits.numpy(), plain)  # switched off
     np.testing.assert_array_equal(forward_outputs(model, batch).logits.numpy(), plain)  # evaluation: none
@@ -216,6 +216,28 @@ def test_an_intervention_replaces_exactly_what_a_manual_forward_replaces_and_swi
         forward_outputs(model, batch, step=step).logits.sum().backward()
         assert reached(layers[1]) and reached(layers[0]) == reaches_layer_0  # nothing passes a replacement
         model.clear_gradients()
+
+
+def test_the_attention_output_is_the_blocks_output_after_layernorm_and_after_an_intervention(toy_task):
+    batch = _batch()
+    given = paddle.to_tensor(np.random.RandomState(1).randn(2, 6, 32).astype("float32"))
+    manual = _tiny_model(toy_task)  # a plain forward: norm1's outputs recorded, layer 0's projection replaced
+    layers, recorded = manual.net.ernie.encoder.layers, {}
+    for index, layer in enumerate(layers):
+        layer.norm1.register_forward_post_hook(lambda _, inputs, output, index=index: recorded.update({index: output}))
+    manual(batch["input_ids"], batch["token_type_ids"])
+    plain = [recorded[i].numpy() for i in range(2)]
+    layers[0].self_attn.out_proj.register_forward_post_hook(lambda layer, inputs, output: given)
+    manual(batch["input_ids"], batch["token_type_ids"])
+    replaced = [recorded[i].numpy() for i in range(2)]
+
+    model = TapsTransform().prepare(_tiny_model(toy_task))
+    model.taps.interventions = [ReplaceProjection(given, on_steps={3})]
+    for step, want in ((None, plain), (3, replaced)):  # as OI replaces the projection: the loss sees the result
+        got = forward_outputs(model, batch, frozenset({"attention_outputs"}), step=step).attention_outputs
+        for layer in range(2):
+            np.testing.assert_array_equal(got[layer].numpy(), want[layer])
+    assert np.abs(replaced[0] - plain[0]).max() > 1e-3
 
 
 class ScaledQuantizer(nn.Layer):

@@ -5,7 +5,7 @@ encoder layer of the student goes on with one of the teacher's attention signals
 
     mi   attention probabilities (softmax, before dropout)   the Q and K inputs detached
     ci   attention context, the input of out_proj           the Q, K and V inputs detached
-    oi   attention block's output (out_proj, before dropout, residual and LayerNorm); Q, K, V detached
+    oi   attention projection (out_proj's output, before dropout, residual and LayerNorm); Q, K, V detached
 
 The residual path keeps its gradient, and loss terms still see the student's own tensors (the
 taps record before they replace). `distill.intervention_schedule` gives each listed kind an
@@ -31,7 +31,7 @@ from ernie_qat.train.hooks import INTERVENTIONS, Intervention
 KINDS = {
     "mi": ("attention_probs", "attention.probs", ("attention.qk_input",)),
     "ci": ("attention_contexts", "attention.context", ("attention.qk_input", "attention.v_input")),
-    "oi": ("attention_outputs", "attention.output", ("attention.qk_input", "attention.v_input")),
+    "oi": ("attention_projections", "attention.projection", ("attention.qk_input", "attention.v_input")),
 }
 
 

@@ -8,7 +8,8 @@ student's own S, each weighted by its `distill.*_weight` (0 = off):
     hidden     Σ over the L + 1 hidden states of the MSE over real tokens          [B, L, H]
     scores     Σ over layers of the MSE of pre-softmax attention scores over pairs of real tokens
                (a padded query or key is excluded)                                  [B, heads, L, L]
-    outputs    Σ over layers of the MSE of the attention blocks' outputs over real tokens
+    outputs    Σ over layers of the MSE of the attention blocks' outputs (after the residual add and
+               LayerNorm, as TI's reference; during OI the student's includes the teacher's projection)
 
 TernaryBERT sums the per-layer MSEs the same way; it includes padded positions in the hidden
 states and zeroes masked scores, where this term leaves padding out entirely.

@@ -65,7 +65,7 @@ class Teacher(ModelTransform):
         """Raises PluginError unless the teacher has the student's classes (names and order), vocabulary, and
         the width and heads of the tensors the configured terms compare."""
         needed = {"vocab_size": ("vocabulary", ""), "num_labels": ("classes", "")}
-        if self.needs & {"hidden_states", "attention_outputs", "attention_contexts"}:  # [B, L, H]
+        if self.needs & {"hidden_states", "attention_outputs", "attention_contexts", "attention_projections"}:
             needed["hidden_size"] = ("hidden size", " (to distill from a wider teacher, compare the logits and "
                                      "attention maps only: `distill.hidden_weight: 0`, "
                                      "`distill.attention_output_weight: 0`, and no CI or OI intervention)")

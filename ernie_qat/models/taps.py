@@ -1,9 +1,10 @@
 """The student's training forward: what plugins can read (`Outputs`) and replace (interventions).
 
 `TapsTransform`, a training-only model transform, gives the encoder named points (`POINTS`):
-each self-attention becomes `Attention` (the same computation as Paddle's `MultiHeadAttention`,
-same sublayer and parameter names, with the points in the middle of it), and forward post-hooks
-on the embeddings and the encoder layers expose the hidden states. At every point the forward
+each encoder layer becomes `EncoderLayer` and its self-attention `Attention` (the same computation
+as Paddle's post-norm `TransformerEncoderLayer` and `MultiHeadAttention`, same sublayer and parameter
+names, with the points in the middle of it), and a forward post-hook on the embeddings exposes
+the first hidden state. At every point the forward
 calls `Taps`, which (1) records the student's own tensor if a loss term asked for it, and (2)
 hands it to the interventions active at this step, continuing with their result as a fresh
 leaf. A teacher (ernie_qat.distill.teacher) leaves its `Outputs` on this step's batch in
@@ -18,6 +19,7 @@ from typing import Dict, FrozenSet, List, Optional
 
 import paddle
 from paddle import nn
+from paddle.nn.layer.transformer import _convert_attention_mask
 
 from ernie_qat.train.hooks import TRAINING, TRANSFORMS, Intervention, ModelTransform, PluginError
 from ernie_qat.train.parallel import unwrap
@@ -29,11 +31,12 @@ POINTS = ("hidden",               # [B, L, H] hidden state
           "attention.scores",     # [B, heads, L, L] q·kᵀ/√d, before the padding mask
           "attention.probs",      # [B, heads, L, L] softmax of the masked scores, before dropout
           "attention.context",    # [B, L, H] heads merged: the input of out_proj
-          "attention.output")     # [B, L, H] output of out_proj, the attention block's output
+          "attention.projection",  # [B, L, H] output of out_proj (before dropout, the residual and LayerNorm)
+          "attention.output")     # [B, L, H] the attention block's output: LayerNorm(input + dropout(projection))
 # Outputs field -> the point it records.
 OUTPUT_POINTS = {"hidden_states": "hidden", "attention_scores": "attention.scores",
                  "attention_probs": "attention.probs", "attention_contexts": "attention.context",
-                 "attention_outputs": "attention.output"}
+                 "attention_projections": "attention.projection", "attention_outputs": "attention.output"}
 
 
 @dataclass
@@ -45,6 +48,7 @@ class Outputs:
     attention_scores: Optional[List[paddle.Tensor]] = None
     attention_probs: Optional[List[paddle.Tensor]] = None
     attention_contexts: Optional[List[paddle.Tensor]] = None
+    attention_projections: Optional[List[paddle.Tensor]] = None
     attention_outputs: Optional[List[paddle.Tensor]] = None
 
 
@@ -128,8 +132,33 @@ class Attention(nn.Layer):
             probs = self.dropout(probs)
         context = paddle.transpose(paddle.matmul(probs, v), [0, 2, 1, 3])
         context = tap("attention.context", layer, paddle.reshape(context, [0, 0, context.shape[2] * context.shape[3]]))
-        out = tap("attention.output", layer, self.out_proj(context))
+        out = tap("attention.projection", layer, self.out_proj(context))
         return (out, probs) if self.need_weights else out
+
+
+class EncoderLayer(nn.Layer):
+    """Paddle's post-norm `TransformerEncoderLayer` forward with the points "attention.output" (the attention
+    block's output, after the residual add and LayerNorm, so after any intervention before it) and "hidden"
+    (the layer's output). It takes over the layer's sublayers under the same names: src [B, L, H] -> [B, L, H]."""
+
+    def __init__(self, layer: nn.TransformerEncoderLayer, taps: Taps, index: int):
+        super().__init__()
+        if layer.normalize_before:
+            raise PluginError("forward taps support post-norm encoder layers (ERNIE's) only")
+        self.self_attn = Attention(layer.self_attn, taps, index)
+        self.linear1, self.linear2, self.norm1, self.norm2 = layer.linear1, layer.linear2, layer.norm1, layer.norm2
+        self.dropout, self.dropout1, self.dropout2 = layer.dropout, layer.dropout1, layer.dropout2
+        self.activation = layer.activation
+        self.taps, self.index = taps, index
+
+    def forward(self, src, src_mask=None, cache=None, output_attentions=False):
+        if cache is not None or output_attentions:
+            raise NotImplementedError("forward taps run the encoder without a cache or attention outputs")
+        src_mask = _convert_attention_mask(src_mask, src.dtype)
+        attended = self.norm1(src + self.dropout1(self.self_attn(src, src, src, src_mask)))
+        attended = self.taps("attention.output", self.index, attended)
+        out = self.norm2(attended + self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(attended))))))
+        return self.taps("hidden", self.index + 1, out)
 
 
 class TapsTransform(ModelTransform):
@@ -141,10 +170,8 @@ class TapsTransform(ModelTransform):
         taps = Taps(len(encoder_layers))
         model.net.ernie.embeddings.register_forward_post_hook(
             lambda layer, inputs, output: taps("hidden", 0, output))
-        for index, encoder_layer in enumerate(encoder_layers):
-            encoder_layer.self_attn = Attention(encoder_layer.self_attn, taps, index)
-            encoder_layer.register_forward_post_hook(
-                lambda layer, inputs, output, index=index: taps("hidden", index + 1, output))
+        for index in range(len(encoder_layers)):
+            encoder_layers[index] = EncoderLayer(encoder_layers[index], taps, index)
         model.taps = taps
         return model
 
