@@ -81,6 +81,7 @@ class DataConfig:
     dev_fraction: float = param(0.1, low=0.0, high=0.5, low_open=True)
     max_seq_len: int = param(128, low=8, high=512)     # tokens, [CLS] and [SEP] included
     bucket_batches: int = param(50, low=1)             # batches per length-sorted bucket; 1 = no bucketing
+    pad_to_max_seq_len: bool = False    # pad training batches to max_seq_len (the TI reference's); else to their longest
 
 
 @dataclass
@@ -92,8 +93,10 @@ class TrainConfig:
     eval_batch_size: int = param(64, low=1)
     learning_rate: float = param(5e-5, low=0.0, low_open=True)
     warmup_ratio: float = param(0.1, low=0.0, high=1.0)  # share of steps with linear warm-up
+    optimizer: str = param("adamw", choices=("adamw", "bert_adam"))  # bert_adam: the TI reference's (ernie_qat.optim.adam)
     weight_decay: float = param(0.01, low=0.0)        # AdamW; not applied to biases and LayerNorm
-    max_grad_norm: float = param(1.0, low=0.0)        # global-norm clipping; 0 disables
+    max_grad_norm: float = param(1.0, low=0.0)        # gradient clipping (`grad_clip`) to this norm; 0 disables
+    grad_clip: str = param("global", choices=("global", "per_parameter"))  # one norm over all gradients, or each its own
     eval_every: int = param(0, low=0)                 # steps between evaluations; 0 = once per epoch
     select_metric: str = param("accuracy", choices=METRICS)  # dev metric choosing the best checkpoint
     seed: int = param(42, low=0)
@@ -162,12 +165,15 @@ class DistillConfig:
     attention_score_weight: float = param(1.0, low=0.0)   # MSE of pre-softmax scores, padded keys and queries excluded
     attention_output_weight: float = param(0.0, low=0.0)  # MSE of the attention blocks' outputs (after LayerNorm)
     ground_truth_weight: float = param(1.0, low=0.0)  # cross-entropy with the labels; 0 = off (needs a teacher)
+    loss_normalization: str = param("tokens", choices=("tokens", "positions"))  # per-layer MSEs over real tokens, or
+    # over every position padding included, masked scores zeroed (the reference's; with data.pad_to_max_seq_len)
     layer_map: str = ""                 # teacher layer of student layers 1..L, e.g. "2,4,6"; "" = uniform
     intervention: str = param("none", choices=("none", "scheduled", "stochastic"))  # Teacher Intervention
     intervention_steps: int = param(60, low=1)        # s: TI's first step; plain distillation follows
     intervention_schedule: str = "oi,ci,mi,mi,mi,mi"  # equal shares of s in order (gradual TI); kinds: oi, ci, mi
     intervention_layers: str = ""       # student encoder layers intervened, 1..L as in `layer_map`, e.g. "1,2"; "" = all
     intervention_warmup_ratio: float = param(0.1, low=0.0, high=1.0)  # warm-up of step 1's own schedule
+    intervention_fresh_optimizer: bool = False  # step 2 starts with new optimizer state (moments 0), as the reference's run
 
 
 @dataclass
@@ -410,6 +416,8 @@ def method_settings() -> List[MethodSettings]:
                        lambda c: bool(c.distill.teacher), _keys(defaults.distill, "distill.", "teacher")),
         MethodSettings("Teacher Intervention", "`distill.intervention: scheduled` (or stochastic)",
                        lambda c: c.distill.intervention != "none", ti_keys),
+        MethodSettings("gradient clipping", "`train.max_grad_norm` > 0", lambda c: c.train.max_grad_norm > 0,
+                       ["train.grad_clip"]),
     ]
 
 

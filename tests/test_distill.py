@@ -10,6 +10,7 @@ import pytest
 
 from conftest import trained
 from ernie_qat.config import ConfigError, load_config
+from ernie_qat.data.batching import Encoded, collate
 from ernie_qat.data.loader import LabelVocab
 from ernie_qat.distill.intervention import Schedule
 from ernie_qat.distill.teacher import parse_layer_map, uniform_layer_map
@@ -69,6 +70,25 @@ def test_padding_is_left_out_of_the_per_layer_losses(toy_task, teacher):
     after = term(model, outputs, batch, 0)[1]
     assert after["hidden"] == pytest.approx(before["hidden"], abs=1e-9)
     assert after["scores"] == pytest.approx(before["scores"], abs=1e-9)
+
+
+def test_the_references_normalisation_averages_over_every_position_with_masked_scores_zeroed(toy_task, teacher):
+    model, plugins, batch = student(toy_task, teacher, *ALL_TERMS, "distill.loss_normalization=positions")
+    run_teacher(model, plugins, batch)
+    term, outputs = plugins.loss_terms[0], forward_outputs(model, batch, plugins.needs)
+    padded = (batch["input_ids"] == 0).astype("float32")  # [B, L]: the first sentence's last 2 positions
+    shift = paddle.to_tensor(np.random.default_rng(0).normal(size=outputs.hidden_states[1].shape), "float32")
+    outputs.hidden_states[1] = outputs.hidden_states[1] + shift
+    outputs.attention_scores[0] = outputs.attention_scores[0] + 5.0 * padded.unsqueeze([1, 2])  # padded keys
+    logs = term(model, outputs, batch, 0)[1]
+    assert logs["hidden"] == pytest.approx(float((shift ** 2).mean()), rel=1e-4)  # padding counts: B·L·H
+    assert logs["scores"] == pytest.approx(0.0, abs=1e-6)  # padded keys are 0 in both models
+    outputs.attention_scores[0] = outputs.attention_scores[0] + 1.0  # every score, padded queries included
+    keys = 1 - padded.numpy()[:, None, None, :]  # [B, 1, 1, L]: the squared differences left where keys are real
+    assert term(model, outputs, batch, 0)[1]["scores"] == pytest.approx(float(np.broadcast_to(
+        keys, outputs.attention_scores[0].shape).mean()), rel=1e-4)
+    short = [Encoded([2, 5, 3], [0, 0, 0], 1)]  # with data.pad_to_max_seq_len, batches are as wide as max_seq_len
+    assert collate(short, 0)["input_ids"].shape == (1, 3) and collate(short, 0, 32)["input_ids"].shape == (1, 32)
 
 
 # kind -> (the projections perturbed in the student, one more that the intervention cannot hide)

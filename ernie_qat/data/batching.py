@@ -86,13 +86,13 @@ def eval_batches(lengths: Sequence[int], batch_size: int) -> List[List[int]]:
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def collate(items: Sequence[Encoded], pad_token_id: int) -> dict:
-    """Pad a batch to its longest sequence.
+def collate(items: Sequence[Encoded], pad_token_id: int, width: Optional[int] = None) -> dict:
+    """Pad a batch to `width` tokens, by default to its longest sequence.
 
     Returns:
         input_ids, token_type_ids: int64 [B, L]; labels: int64 [B].
     """
-    width = max(len(x.input_ids) for x in items)
+    width = width or max(len(x.input_ids) for x in items)
     input_ids = np.full((len(items), width), pad_token_id, dtype=np.int64)
     token_type_ids = np.zeros((len(items), width), dtype=np.int64)
     for row, x in enumerate(items):

@@ -17,11 +17,13 @@ the budget (s must be below the run's steps), so a TI run takes as many steps as
 Each step logs its stage (`teacher_intervention`: the kind, or none), and the console says when it
 changes. `distill.intervention_layers` counts the student's layers from 1, as `distill.layer_map` does.
 Step 1 has its own learning-rate schedule (warm-up `distill.intervention_warmup_ratio`, decay to
-0 at s), step 2 starts over with `train.warmup_ratio`, as the reference code's two runs do.
+0 at s), step 2 starts over with `train.warmup_ratio`, as the reference code's two runs do. With
+`distill.intervention_fresh_optimizer` step 2 also starts with a new optimizer's state (moments 0,
+update counts reset), as the reference's second run does; by default the moments carry over.
 Evaluation runs the student alone: no intervention applies outside the training forward.
 """
 import random
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Set
 
 from ernie_qat.config import ConfigError, DistillConfig, layer_list
 from ernie_qat.models.taps import taps_of
@@ -76,10 +78,10 @@ class TeacherIntervention(Intervention):
     detached, in the layers listed, at the steps where the schedule's kind is one of `kinds`."""
 
     def __init__(self, point: str, kinds: List[str], field: Optional[str], schedule: Schedule,
-                 layers: Optional[List[int]], stages: Dict[int, float]):
+                 layers: Optional[List[int]], stages: Dict[int, float], fresh_optimizer: bool):
         self.name = f"ti:{point}"
         self.point, self.kinds, self.field, self.schedule = point, kinds, field, schedule
-        self.layers, self.stages = layers, stages
+        self.layers, self.stages, self.fresh_optimizer = layers, stages, fresh_optimizer
         self.taps = None
 
     def setup(self, model) -> None:
@@ -102,6 +104,9 @@ class TeacherIntervention(Intervention):
         self.schedule.check_fits(total_steps)
         return self.stages  # every TI point reports the same two stages
 
+    def optimizer_restarts(self, total_steps: int) -> Set[int]:
+        return {self.schedule.steps} if self.fresh_optimizer else set()
+
 
 @INTERVENTIONS.register("teacher_intervention")
 def build_teacher_intervention(cfg) -> Optional[List[TeacherIntervention]]:
@@ -120,7 +125,7 @@ def build_teacher_intervention(cfg) -> Optional[List[TeacherIntervention]]:
             points.setdefault(replaced, ([], field))[0].append(kind)
             for point in detached:
                 points.setdefault(point, ([], None))[0].append(kind)
-    return [TeacherIntervention(point, kinds, field, schedule, layers, stages)
+    return [TeacherIntervention(point, kinds, field, schedule, layers, stages, distill.intervention_fresh_optimizer)
             for point, (kinds, field) in points.items()]
 
 

@@ -15,9 +15,10 @@ All are `Plugin`s: optional `setup(model)` once before training (before a resume
 weights), `on_batch(model, batch, step)` once per step before the forward (a teacher runs there; it
 may return logs of the step, such as the stage a method is in),
 `on_evaluate(model, step, metrics)` after each evaluation, `param_groups(model)` for parameters
-that need their own optimizer treatment (a quantizer's step sizes: no weight decay), and
+that need their own optimizer treatment (a quantizer's step sizes: no weight decay),
 `schedule_restarts(total_steps)` for a method in stages whose later stage starts its learning-rate
-schedule over (Teacher Intervention's second step).
+schedule over (Teacher Intervention's second step), and `optimizer_restarts(total_steps)` for one
+whose later stage starts with a new optimizer's state (TI's second step as the reference code runs it).
 
 Each kind has one registry of builders `Config -> plugin | [plugins] | None`; a builder registered with a
 `section` makes its name a valid value of `<section>.method` (ernie_qat.config takes the allowed
@@ -25,7 +26,7 @@ names from here). Method modules register themselves; `ernie_qat.methods` import
 this module imports no method, so loading a checkpoint never imports every method.
 """
 from dataclasses import dataclass, field
-from typing import Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
 import paddle
 
@@ -70,6 +71,11 @@ class Plugin:
         """{step: warm-up ratio}: at each step the learning-rate schedule starts over (warm-up over that
         share of the stage, then linear decay to the next restart or the end)."""
         return {}
+
+    def optimizer_restarts(self, total_steps: int) -> Set[int]:
+        """Steps before whose update the optimizer's state starts over: moments 0 and update counts as a new
+        optimizer has them (the learning-rate schedule follows `schedule_restarts`, not this)."""
+        return set()
 
 
 class ModelTransform(Plugin):

@@ -1,9 +1,9 @@
 """The training loop: fine-tune an ERNIE classifier as a config describes.
 
 Read `fit` top to bottom: set-up, then one loop whose phases run in a fixed order (batch,
-plugins' `on_batch`, forward/backward/step through the step strategy, schedule, log,
-evaluate/checkpoint). Methods from papers plug in through the contract of
-ernie_qat.train.hooks, never by editing this loop.
+optimizer restart at a plugin's stage boundary, plugins' `on_batch`, forward/backward/step through
+the step strategy, schedule, log, evaluate/checkpoint). Methods from papers plug in through the
+contract of ernie_qat.train.hooks, never by editing this loop.
 
 Outputs in `train.output_dir` (written by rank 0 only, each atomically): config.yaml,
 metrics.jsonl, checkpoints/{last,best}/, results.json.
@@ -39,6 +39,7 @@ from ernie_qat.env import cpu_settings
 from ernie_qat.errors import UserError
 from ernie_qat.models.classifier import build_classifier
 from ernie_qat.models.taps import forward_outputs, taps_of
+from ernie_qat.optim.adam import OPTIMIZERS
 from ernie_qat.plugins import build_plugins
 from ernie_qat.train.checkpoint import (load_checkpoint, read_trainer_state, recover_checkpoints, restore_training,
                                         save_checkpoint)
@@ -109,6 +110,7 @@ def fit(cfg: Config, plugins: Optional[Plugins] = None, resume: bool = False) ->
     total_steps = tc.max_steps or tc.epochs * steps_per_epoch
     eval_every = tc.eval_every or steps_per_epoch
     restarts = {k: v for plugin in plugins.all() for k, v in plugin.schedule_restarts(total_steps).items()}
+    fresh_optimizer_at = {s for plugin in plugins.all() for s in plugin.optimizer_restarts(total_steps)}
     model, tokenizer = build_student(cfg, plugins, labels)
     if topo.writes:
         cfg.save(out / "config.yaml")  # creates the output folder
@@ -152,9 +154,12 @@ def fit(cfg: Config, plugins: Optional[Plugins] = None, resume: bool = False) ->
                 # batch (this rank's share)
                 indices = topo.shard(indices)
                 batch = {k: paddle.to_tensor(v) for k, v in
-                         collate([data["train"][i] for i in indices], unwrap(model).pad_token_id).items()}
+                         collate([data["train"][i] for i in indices], unwrap(model).pad_token_id,
+                                 cfg.data.max_seq_len if cfg.data.pad_to_max_seq_len else None).items()}
                 paddle.seed(tc.seed * 1_000_003 + step)  # dropout masks depend on the step alone: exact resume
                 started = time.time()
+                if step in fresh_optimizer_at:  # also when resuming at that step: its checkpoint predates the restart
+                    optimizer.restart()
 
                 # plugins' per-batch work, forward, loss terms, backward and optimizer step
                 try:
@@ -237,8 +242,9 @@ def build_student(cfg: Config, plugins: Plugins, labels: LabelVocab):
 
 def make_optimizer(model, tc: TrainConfig, total_steps: int, groups: Sequence[ParamGroup] = (),
                    restarts: Optional[Dict[int, float]] = None):
-    """(AdamW, its schedule): linear warm-up and decay, global-norm clipping; no decay on biases, norms and
-    the parameters of groups that ask for none; a group's `lr_scale` multiplies the scheduled rate.
+    """(optimizer, its schedule): `train.optimizer` (ernie_qat.optim.adam), linear warm-up and decay, clipping to
+    `train.max_grad_norm` (`train.grad_clip`: the global norm, or each parameter's own); no decay on biases,
+    norms and the parameters of groups that ask for none; a group's `lr_scale` multiplies the scheduled rate.
     `restarts` {step: warm-up ratio} starts the schedule over at those steps (`staged_schedule`)."""
     schedule = staged_schedule(tc.learning_rate, total_steps, {0: tc.warmup_ratio, **(restarts or {})})
     no_decay = {p.name for n, p in model.named_parameters() if "bias" in n or "norm" in n}
@@ -247,10 +253,11 @@ def make_optimizer(model, tc: TrainConfig, total_steps: int, groups: Sequence[Pa
             param.optimize_attr["learning_rate"] = group.lr_scale
             if not group.weight_decay:
                 no_decay.add(param.name)
-    return paddle.optimizer.AdamW(
+    clip = {"global": paddle.nn.ClipGradByGlobalNorm, "per_parameter": paddle.nn.ClipGradByNorm}[tc.grad_clip]
+    return OPTIMIZERS[tc.optimizer](
         learning_rate=schedule, parameters=[p for p in model.parameters() if not p.stop_gradient],
         weight_decay=tc.weight_decay, apply_decay_param_fun=lambda name: name not in no_decay,
-        grad_clip=paddle.nn.ClipGradByGlobalNorm(tc.max_grad_norm) if tc.max_grad_norm > 0 else None), schedule
+        grad_clip=clip(tc.max_grad_norm) if tc.max_grad_norm > 0 else None), schedule
 
 
 def staged_schedule(learning_rate: float, total_steps: int, stages: Dict[int, float]):
