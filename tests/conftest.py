@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 import ernie_qat  # noqa: F401  (sets the process up, quiet logs included, before any test module imports paddle)
+import paddle
+from ernie_qat.train.hooks import LossTerm
 
 ROOT = Path(__file__).resolve().parents[1]
 POSITIVE = ["good", "great", "fine", "nice", "happy", "superb"]
@@ -107,3 +109,20 @@ def one_error_line(code: int, err: str) -> str:
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2 and "Traceback" not in err and len(lines) == 1 and lines[0].startswith("error: "), (code, err)
     return lines[0]
+
+
+class Crash(Exception):
+    """What `CrashAt` raises: an in-process stand-in for a killed run."""
+
+
+class CrashAt(LossTerm):
+    """A loss term that kills the run at `step`, after the checkpoint before it was written."""
+    name = "crash"
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def __call__(self, model, outputs, batch, step):
+        if step == self.step:
+            raise Crash
+        return paddle.zeros([]), {}

@@ -8,11 +8,11 @@ import paddle
 import pytest
 from paddle import nn
 
-from conftest import trained
+from conftest import Crash, CrashAt, trained
 from ernie_qat.config import ConfigError, TrainConfig, load_config
 from ernie_qat.optim.adam import AdamW, BertAdam
 from ernie_qat.plugins import build_plugins
-from ernie_qat.train.hooks import LossTerm, ParamGroup
+from ernie_qat.train.hooks import ParamGroup
 from ernie_qat.train.trainer import fit, make_optimizer
 
 B1, B2 = float(np.float32(0.9)), float(np.float32(0.999))  # the β the float32 kernel computes with
@@ -119,23 +119,6 @@ def test_a_restarted_optimizer_updates_as_a_new_one(optimizer_class):
     loaded.restart()
     step(loaded, loaded_param, g)
     np.testing.assert_array_equal(loaded_param.numpy(), fresh.numpy())
-
-
-class Crash(Exception):
-    pass
-
-
-class CrashAt(LossTerm):
-    """A loss term that kills the run at `step`."""
-    name = "crash"
-
-    def __init__(self, step: int):
-        self.step = step
-
-    def __call__(self, model, outputs, batch, step):
-        if step == self.step:
-            raise Crash
-        return paddle.zeros([]), {}
 
 
 def records(run_dir):

@@ -8,10 +8,9 @@ import numpy as np
 import paddle
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, Crash, CrashAt
 from ernie_qat.config import load_config
 from ernie_qat.plugins import build_plugins
-from ernie_qat.train.hooks import LossTerm
 from ernie_qat.train.trainer import RunExistsError, fit
 
 
@@ -56,23 +55,6 @@ def test_eval_of_a_deployment_folder_points_to_infer(tmp_path, monkeypatch, caps
         assert stop.value.code == 2
         assert capsys.readouterr().err == (f"error: `{tmp_path}` is a deployment folder, not a checkpoint; evaluate it "
                                           f"with tools/infer.py --model {tmp_path} --input DATA --eval\n")
-
-
-class Crash(Exception):
-    pass
-
-
-class CrashAt(LossTerm):
-    """A loss term that kills the run at `step`, after the checkpoint before it was written."""
-    name = "crash"
-
-    def __init__(self, step: int):
-        self.step = step
-
-    def __call__(self, model, outputs, batch, step):
-        if step == self.step:
-            raise Crash
-        return paddle.zeros([]), {}
 
 
 def test_resume_continues_exactly(toy_task):
