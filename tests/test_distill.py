@@ -207,6 +207,9 @@ def test_ti_and_kd_run_end_to_end_without_ground_truth_and_save_nothing_of_the_t
         ["none (step 2: plain distillation)"] * 6
     announced = [line.split(": ", 1)[0] for line in capsys.readouterr().out.splitlines() if "teacher_intervention" in line]
     assert announced == ["step 1", "step 2", "step 3", "step 7"]
+    # while step 1 trains, dev is also evaluated as the reference does: the student with the intervention on
+    assert [(r["step"], r["split"]) for r in records if r["split"].startswith("dev")] == \
+        [(6, "dev"), (6, "dev_intervened"), (12, "dev")]
     first = train[0]  # no ground truth: the loss is the sum of the distillation terms (weights 1)
     assert first["loss"] == pytest.approx(sum(first[f"loss/distill/{k}"] for k in ("logits", "hidden", "scores", "outputs")),
                                           rel=1e-5)

@@ -119,7 +119,10 @@ def test_a_recording_plugin_sees_every_hook_in_order(toy_task):
     assert log.calls == [("transform", "prepare", None), ("transform", "setup", None),
                          *step_calls(0, replace=1), *step_calls(1, replace=0),
                          ("transform", "on_evaluate", 2),
-                         *step_calls(2, replace=1), ("transform", "on_evaluate", 3)]
+                         *step_calls(2, replace=1), ("transform", "on_evaluate", 3),
+                         # the last step intervened: dev also through the training forward of step 2 (one batch)
+                         ("transform", "on_batch", 2), ("term", "on_batch", 2),
+                         ("intervention", "replace layer 1", None)]
     records = [json.loads(line) for line in (toy_task["run"] / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in records if r["split"] == "train"]
     assert [r["loss/rec/call"] for r in train] == [0.0, 0.0, 0.0]  # the first pass's logs are kept

@@ -1,6 +1,6 @@
 """Evaluation: logits and metrics of a model on encoded examples, and of a saved checkpoint on its splits."""
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import paddle
@@ -16,17 +16,22 @@ from ernie_qat.train.parallel import unwrap
 
 
 @paddle.no_grad()
-def predict_logits(model, items: List[Encoded], batch_size: int) -> np.ndarray:
-    """Logits [N, C] of `model` (put in eval mode) for encoded examples, in their order."""
+def predict_logits(model, items: List[Encoded], batch_size: int,
+                   forward: Optional[Callable[[dict], paddle.Tensor]] = None) -> np.ndarray:
+    """Logits [N, C] of `model` (put in eval mode) for encoded examples, in their order; `forward` maps a batch
+    {input_ids, token_type_ids: [B, L]} to logits [B, C] in place of the model's own forward."""
     model = unwrap(model)
     model.eval()
-    return batched_scores(lambda ids, types: model(paddle.to_tensor(ids), paddle.to_tensor(types)).numpy(),
+    forward = forward or (lambda batch: model(batch["input_ids"], batch["token_type_ids"]))
+    return batched_scores(lambda ids, types: forward({"input_ids": paddle.to_tensor(ids),
+                                                      "token_type_ids": paddle.to_tensor(types)}).numpy(),
                           items, batch_size, model.pad_token_id)
 
 
-def evaluate(model, items: List[Encoded], batch_size: int) -> Dict[str, float]:
-    """Mean cross-entropy and metrics of `model` on labelled encoded examples."""
-    logits = predict_logits(model, items, batch_size)
+def evaluate(model, items: List[Encoded], batch_size: int,
+             forward: Optional[Callable[[dict], paddle.Tensor]] = None) -> Dict[str, float]:
+    """Mean cross-entropy and metrics of `model` (through `forward`, see predict_logits) on labelled encoded examples."""
+    logits = predict_logits(model, items, batch_size, forward)
     labels = np.array([x.label for x in items])
     loss = float(F.cross_entropy(paddle.to_tensor(logits), paddle.to_tensor(labels)))
     return {"loss": loss, **classification_metrics(labels, logits.argmax(axis=1))}

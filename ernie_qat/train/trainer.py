@@ -6,7 +6,8 @@ the step strategy, schedule, log, evaluate/checkpoint). Methods from papers plug
 contract of ernie_qat.train.hooks, never by editing this loop.
 
 Outputs in `train.output_dir` (written by rank 0 only, each atomically): config.yaml,
-metrics.jsonl, checkpoints/{last,best}/, results.json.
+metrics.jsonl (train records; dev records, and `dev_intervened` ones while an intervention acts:
+dev through the training forward, `training_forward`), checkpoints/{last,best}/, results.json.
 
 Nothing is lost on a fault: a resumed run (`resume=True`) reproduces the uninterrupted run's
 losses and weights exactly, whether the process was killed mid-step or mid-save; SIGINT and
@@ -197,6 +198,10 @@ def fit(cfg: Config, plugins: Optional[Plugins] = None, resume: bool = False) ->
                     for plugin in plugins.all():
                         plugin.on_evaluate(model, step, dev)
                     log({"step": step, "epoch": epoch, "split": "dev", **dev})
+                    if any(intervention.active(step - 1) for intervention in plugins.interventions):
+                        # the TI reference's view while step 1 trains: the student with the intervention on
+                        log({"step": step, "epoch": epoch, "split": "dev_intervened", **evaluate(
+                            model, data["dev"], tc.eval_batch_size, training_forward(model, plugins, step - 1))})
                     if topo.writes:
                         progress.write(f"step {step}: dev " + _format(dev))
                     if state["best_metric"] is None or dev[tc.select_metric] > state["best_metric"]:
@@ -329,6 +334,16 @@ def train_step(model, optimizer, batch: dict, plugins: Plugins, step: int) -> Tu
     optimizer.clear_grad()
     return float(losses[0]), {**batch_logs, **first_logs,
                               **{f"step/{key}": value for key, value in strategy_logs.items()}}
+
+
+def training_forward(model, plugins: Plugins, step: int):
+    """batch -> logits [B, C] of the training forward at `step` (plugins' `on_batch`, such as a teacher, then
+    the interventions active at `step`), without dropout when `model` is in eval mode."""
+    def forward(batch: dict) -> paddle.Tensor:
+        for plugin in plugins.all():
+            plugin.on_batch(model, batch, step)
+        return forward_outputs(model, batch, step=step).logits
+    return forward
 
 
 def _resumable(checkpoints: Path, resume: bool, writes: bool) -> bool:
