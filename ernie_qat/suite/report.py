@@ -1,0 +1,245 @@
+"""A suite's results.csv, REPORT.md and dev-accuracy curves, built from what its cells left on disk.
+
+results.csv has one row per cell (unfinished cells too, with their status). REPORT.md groups the
+cells by their `dataset` and `format` values; in each group, a table row per method (and value of
+any other axis) gives the mean ± std over seeds of test accuracy and macro-F1, % of the FP32
+reference's test accuracy, the deployed INT8 accuracy and the training time; a second table
+compares each method with the baseline on the seeds both have: the mean accuracy difference with
+its paired-bootstrap 95% interval, and McNemar's exact test of the pooled discordant pairs
+(ernie_qat.suite.paired). The dev-accuracy curves (mean over seeds, band from min to max) of each
+group are drawn to curves_<dataset>_<format>.png.
+"""
+import csv
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from ernie_qat.atomic import atomic_file, folder_identity, read_jsonl, write_json, write_text
+from ernie_qat.suite.paired import BOOTSTRAP_SEED, RESAMPLES, mcnemar, paired_bootstrap
+from ernie_qat.suite.run import INT8_REPORT, PREDICTIONS, duration, tested_on
+from ernie_qat.suite.spec import Cell, Suite, status
+
+GROUP_AXES = ("dataset", "format")  # a section of the report each
+
+
+@dataclass
+class Outcome:
+    """What one cell left on disk."""
+    cell: Cell
+    status: str
+    results: Optional[dict]      # results.json
+    predictions: Optional[dict]  # PREDICTIONS
+    int8: Optional[dict]         # INT8_REPORT
+    dev_curve: Dict[int, float]  # step -> dev accuracy, from metrics.jsonl
+
+    @property
+    def group(self) -> Tuple[str, ...]:
+        return tuple(self.cell.values.get(axis, "") for axis in GROUP_AXES)
+
+    @property
+    def row(self) -> Tuple[str, ...]:
+        """The cell's values on the axes other than GROUP_AXES, in the suite's order: its row in the tables."""
+        return tuple(value for axis, value in self.cell.values.items() if axis not in GROUP_AXES)
+
+    @property
+    def seconds(self) -> Optional[float]:
+        """Training time, s (a PTQ cell: its quantization and evaluation)."""
+        return self.results.get("train_seconds", self.results.get("seconds")) if self.results else None
+
+
+def collect(cells: List[Cell]) -> List[Outcome]:
+    """What each cell left on disk; run `spec.check_finished` first."""
+    found = []
+    for cell in cells:
+        state = status(cell)
+        dev = [r for r in read_jsonl(cell.folder / "metrics.jsonl") if r.get("split") == "dev"]
+        found.append(Outcome(cell, state, _json(cell.results) if state == "finished" else None,
+                             _json(cell.folder / PREDICTIONS), _json(cell.folder / INT8_REPORT),
+                             {r["step"]: r["accuracy"] for r in dev}))
+    return found
+
+
+def fp32_accuracy(suite: Suite, cells: List[Cell]) -> Dict[str, float]:
+    """{dataset value: test accuracy of its FP32 reference}: from the run's results.json beside the checkpoint
+    (RUN/checkpoints/best -> RUN/results.json), else evaluated on the cells' test data once and kept in
+    output_dir/fp32_<dataset>.json (fp32.json without a dataset axis). References whose checkpoint is missing
+    are left out."""
+    found = {}
+    for dataset, checkpoint in suite.fp32.items():
+        folder = Path(checkpoint)
+        run = _json(folder.parent.parent / "results.json") if folder.parent.name == "checkpoints" else None
+        if run and "test" in run:
+            found[dataset] = run["test"]["accuracy"]
+        elif folder.is_dir():
+            cache = suite.output_dir / f"fp32{'_' * bool(dataset)}{dataset}.json"
+            kept = _json(cache)
+            if not kept or kept["identity"] != folder_identity(folder):
+                from ernie_qat.train.evaluate import evaluate_checkpoint
+                cfg = next(cell.cfg for cell in cells if cell.dataset == dataset)
+                test = evaluate_checkpoint(folder, cfg, tested_on(cfg))[tested_on(cfg)]
+                kept = {"checkpoint": str(folder), "identity": folder_identity(folder), "test": test}
+                write_json(cache, kept)
+            found[dataset] = kept["test"]["accuracy"]
+    return found
+
+
+def write_results_csv(path: Path, suite: Suite, outcomes: List[Outcome], fp32: Dict[str, float]) -> None:
+    columns = ["cell", *suite.axes, "seed", "tool", "status", "steps", "train_seconds", "dev_accuracy",
+               "dev_macro_f1", "test_accuracy", "test_macro_f1", "pct_of_fp32", "int8_accuracy", "int8_agreement",
+               "int8_reason"]
+    with atomic_file(path) as out:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(columns)
+        for o in outcomes:
+            r = o.results or {}
+            test, dev = r.get("test", {}), r.get("dev", {})
+            reference = fp32.get(o.cell.dataset)
+            check = (o.int8 or {}).get("verification") or {}
+            deployed = bool(o.int8 and o.int8["deployed"])
+            reason = "" if not r or deployed else o.int8["reason"] if o.int8 else "not exported yet"
+            writer.writerow([o.cell.name, *o.cell.values.values(), o.cell.seed, o.cell.tool, o.status,
+                             r.get("steps", ""), "" if o.seconds is None else o.seconds,
+                             dev.get("accuracy", ""), dev.get("macro_f1", ""),
+                             test.get("accuracy", ""), test.get("macro_f1", ""),
+                             100.0 * test["accuracy"] / reference if test and reference else "",
+                             check["exported"]["accuracy"] if deployed else "",
+                             check["agreement"] if deployed else "", reason])
+
+
+def write_report(path: Path, suite: Suite, outcomes: List[Outcome], fp32: Dict[str, float], command: str) -> None:
+    """REPORT.md, and a curves PNG per group beside it."""
+    lines = [f"# Suite {suite.output_dir}", "",
+             f"Made by `{command}` from `{suite.path}` (base `{suite.base}`, seeds "
+             f"{', '.join(map(str, suite.seeds))}). One row per cell: [results.csv](results.csv). "
+             "How to read the paired tests: docs/experiments.md.", ""]
+    unfinished = [o for o in outcomes if o.status != "finished"]
+    if unfinished:
+        lines += [f"Unfinished cells ({len(unfinished)} of {len(outcomes)}): "
+                  + ", ".join(f"`{o.cell.name}` ({o.status})" for o in unfinished) + ".", ""]
+    groups: Dict[Tuple[str, ...], List[Outcome]] = {}
+    for o in outcomes:
+        groups.setdefault(o.group, []).append(o)
+    for group, members in groups.items():
+        title = " ".join(value for value in group if value)
+        lines += [f"## {title or 'Results'}", ""]
+        if group[0] in fp32:
+            lines += [f"FP32 reference (`{suite.fp32[group[0]]}`): test accuracy {fp32[group[0]]:.2f}.", ""]
+        elif group[0] in suite.fp32:
+            lines += [f"FP32 reference `{suite.fp32[group[0]]}`: no such checkpoint (yet).", ""]
+        rows: Dict[Tuple[str, ...], List[Outcome]] = {}
+        for o in members:
+            if o.status == "finished":
+                rows.setdefault(o.row, []).append(o)
+        if not rows:
+            lines += ["No finished cells yet.", ""]
+            continue
+        lines += _summary_table(rows, fp32.get(group[0]))
+        lines += _paired_table(suite, rows)
+        png = "curves" + "".join(f"_{value}" for value in group if value) + ".png"
+        if plot_curves(path.parent / png, title, rows):
+            lines += [f"![dev accuracy, mean over seeds]({png})", ""]
+    write_text(path, "\n".join(lines))
+
+
+def _summary_table(rows: Dict[Tuple[str, ...], List[Outcome]], fp32: Optional[float]) -> List[str]:
+    lines = ["| method | seeds | test accuracy | test macro-F1 | % of FP32 | INT8 accuracy (deployed) "
+             "| training time |", "|---|---|---|---|---|---|---|"]
+    reasons = []
+    for key, cells in rows.items():
+        accuracy = [o.results["test"]["accuracy"] for o in cells]
+        macro_f1 = [o.results["test"]["macro_f1"] for o in cells]
+        deployed = [o.int8["verification"]["exported"]["accuracy"] for o in cells if o.int8 and o.int8["deployed"]]
+        refused = [o for o in cells if o.int8 and not o.int8["deployed"]]
+        int8 = f"{statistics.mean(deployed):.2f} ({len(deployed)} of {len(cells)})" if deployed else \
+            "not deployed" if refused else "not exported yet"
+        if refused:
+            reasons.append(f"- `{_label(key)}` not deployed ({refused[0].cell.name}): {refused[0].int8['reason']}")
+        percent = f"{100.0 * statistics.mean(accuracy) / fp32:.1f}" if fp32 else ""
+        lines.append(f"| {_label(key)} | {', '.join(str(o.cell.seed) for o in cells)} | {_mean_std(accuracy)} | "
+                     f"{_mean_std(macro_f1)} | {percent} | {int8} | "
+                     f"{duration(statistics.mean(o.seconds for o in cells))} |")
+    return lines + [""] + reasons + ([""] if reasons else [])
+
+
+def _paired_table(suite: Suite, rows: Dict[Tuple[str, ...], List[Outcome]]) -> List[str]:
+    """Each method against the baseline with the same other values, on the seeds both have predictions for."""
+    if not suite.baseline:
+        return []
+    position = [axis for axis in suite.axes if axis not in GROUP_AXES].index("method")
+    lines = []
+    for key, cells in rows.items():
+        if key[position] == suite.baseline:
+            continue
+        base_key = key[:position] + (suite.baseline,) + key[position + 1:]
+        base = {o.cell.seed: o for o in rows.get(base_key, []) if o.predictions}
+        pairs = [(base[o.cell.seed], o) for o in cells if o.predictions and o.cell.seed in base]
+        seeds = ", ".join(str(m.cell.seed) for _, m in pairs)
+        if not pairs:
+            lines.append(f"| {_label(key)} | none yet | | | | | |")
+        elif any(b.predictions["gold"] != m.predictions["gold"] for b, m in pairs):
+            lines.append(f"| {_label(key)} | {seeds} | tested on other examples than the baseline | | | | |")
+        else:
+            baseline_right = np.array([_correct(b) for b, _ in pairs])
+            method_right = np.array([_correct(m) for _, m in pairs])
+            test = mcnemar(baseline_right, method_right)
+            difference = paired_bootstrap(baseline_right, method_right)
+            lines.append(f"| {_label(key)} | {seeds} | {difference.mean:+.2f} | [{difference.low:+.2f}, "
+                         f"{difference.high:+.2f}] | {test.b} | {test.c} | {test.p:.3g} |")
+    if not lines:
+        return []
+    return [f"Against `{suite.baseline}`, paired by seed and test example (b: `{suite.baseline}` right and the "
+            "method wrong, c: the reverse; p: McNemar's exact two-sided test on b and c pooled over the seeds; "
+            f"95% interval: paired bootstrap of the mean accuracy difference, {RESAMPLES:,} resamples of the "
+            f"test examples, seed {BOOTSTRAP_SEED}):", "",
+            "| method | seeds paired | accuracy difference (points) | 95% interval | b | c | McNemar p |",
+            "|---|---|---|---|---|---|---|", *lines, ""]
+
+
+def plot_curves(path: Path, title: str, rows: Dict[Tuple[str, ...], List[Outcome]]) -> bool:
+    """Mean dev accuracy over seeds against steps per row, at the steps every seed evaluated, the band from the
+    lowest to the highest seed; False (nothing drawn) if no row has a curve (PTQ cells have none)."""
+    curves = {}
+    for key, cells in rows.items():
+        steps = sorted(set.intersection(*(set(o.dev_curve) for o in cells)))
+        if steps:
+            curves[key] = (steps, np.array([[o.dev_curve[s] for s in steps] for o in cells]))
+    if not curves:
+        return False
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key, (steps, accuracy) in curves.items():
+        line, = ax.plot(steps, accuracy.mean(axis=0), marker=".", label=_label(key))
+        ax.fill_between(steps, accuracy.min(axis=0), accuracy.max(axis=0), color=line.get_color(), alpha=0.15)
+    ax.set(title=title, xlabel="optimizer step", ylabel="dev accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_file(path, "wb") as out:
+        fig.savefig(out, format="png", dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _correct(o: Outcome) -> np.ndarray:
+    return np.array(o.predictions["predicted"]) == np.array(o.predictions["gold"])
+
+
+def _label(key: Tuple[str, ...]) -> str:
+    return "-".join(key) or "all"
+
+
+def _mean_std(values: List[float]) -> str:
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
+
+
+def _json(path: Path) -> Optional[dict]:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None

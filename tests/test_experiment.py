@@ -1,0 +1,265 @@
+"""tools/experiment.py on the toy task: a suite of 2 methods × 2 seeds and a PTQ cell runs, stops on Ctrl-C and
+continues exactly, skips what is finished, refuses a changed cell; the paired statistics against hand-computed numbers.
+
+The runner runs in this process. Run 1 trains the first cell (--only); run 2 starts the second cell's
+training as a child process, as always, which a SIGINT it sends itself (ERNIE_QAT_FAULT) stops; run 3
+finishes the suite. Runs 1 and 3 run each cell's command (tools/train.py or tools/ptq.py and the same
+arguments) in this process instead of a child, to spare Paddle's start-up per cell (about 5 s).
+"""
+import contextlib
+import csv
+import io
+import json
+import os
+import runpy
+import shutil
+import sys
+
+import numpy as np
+import pytest
+from scipy.stats import binomtest
+
+from conftest import ROOT, make_toy_task, one_error_line, run_here, trained
+from ernie_qat import faults
+from ernie_qat.suite import run
+from ernie_qat.suite.paired import mcnemar, paired_bootstrap
+from ernie_qat.suite.spec import cells, load_suite
+
+RUN = ["train.max_steps=48", "train.eval_every=8", "train.log_every=6"]  # 20 (the stop): half a log window
+CELLS = ["fp32-s1", "fp32-s2", "qat-s1", "qat-s2", "ptq-s1"]
+
+
+def suite_text(task, out, qat=("quant.method=qat",), **top) -> str:
+    """A suite on the toy task: FP32 and QAT training at seeds 1 and 2, PTQ of fp32-s1 (at seed 1), which is
+    also the FP32 reference."""
+    keys = {"base": task["config"], "output_dir": out, "seeds": [1, 2], "overrides": RUN, "baseline": "fp32",
+            "fp32": f"{out}/fp32-s1/checkpoints/best",
+            "axes": {"dataset": {"toy": []}, "method": {
+                "fp32": [], "qat": list(qat),
+                "ptq": {"tool": "ptq", "overrides": [f"ptq.checkpoint={out}/fp32-s1/checkpoints/best"]}}}, **top}
+    return json.dumps({key: str(value) if isinstance(value, os.PathLike) else value for key, value in keys.items()})
+
+
+def experiment(*args, env=None):
+    """tools/experiment.py in this process, with `env` added to the environment: (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        patch.setattr(sys, "argv", ["experiment.py", *map(str, args)])
+        for key, value in (env or {}).items():
+            patch.setenv(key, value)
+        try:
+            runpy.run_path(str(ROOT / "tools" / "experiment.py"), run_name="__main__")
+            code = 0
+        except SystemExit as exc:
+            code = exc.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def tool_here(command):
+    """`run.run_tool`'s stand-in: the child's command (python TOOL ARGS...) run in this process."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", command[1:])
+        try:
+            runpy.run_path(command[1], run_name="__main__")
+        except SystemExit as exc:
+            return exc.code or 0, None
+    return 0, None
+
+
+def mtimes(out) -> dict:
+    return {path.relative_to(out): path.stat().st_mtime_ns for path in sorted(out.rglob("*")) if path.is_file()}
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    task = make_toy_task(tmp_path_factory.mktemp("suite"))
+    out, path = task["dir"] / "suite", task["dir"] / "suite.yaml"
+    path.write_text(suite_text(task, out))
+    # the uninterrupted run of fp32-s2, here: the child inherits this process's thread count (OMP_NUM_THREADS)
+    reference = trained(task, "reference", *RUN, "train.seed=2").parents[1]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(run, "run_tool", tool_here)
+        first = experiment("--suite", path, "--only", "fp32-s1")
+    after_first = mtimes(out / "fp32-s1")
+    stopped = experiment("--suite", path, env={faults.ENV: "train.backward#20:SIGINT"})  # a child process
+    stopped_at = json.loads((out / "fp32-s2" / "checkpoints" / "last" / "trainer_state.json").read_text())["step"]
+    after_stop = mtimes(out / "fp32-s1")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(run, "run_tool", tool_here)
+        rest = experiment("--suite", path)
+    return {"task": task, "out": out, "path": path, "first": first, "stopped": stopped, "stopped_at": stopped_at,
+            "rest": rest, "after_first": after_first, "after_stop": after_stop, "reference": reference}
+
+
+def records(run_dir) -> list:
+    found = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    for record in found:
+        record.pop("examples_per_s", None)
+    return found
+
+
+def test_suite_stopped_by_ctrl_c_continues_exactly_without_redoing_finished_cells(suite):
+    out = suite["out"]
+    code, stdout, err = suite["first"]
+    assert code == 0, err
+    assert "[1/1] fp32-s1: training" in stdout and "[1/1] fp32-s1: done: test accuracy" in stdout
+    code, stdout, err = suite["stopped"]
+    assert code == 130, err
+    assert "[1/5] fp32-s1: skipped (finished)" in stdout and "[2/5] fp32-s2: training" in stdout
+    assert suite["stopped_at"] == 20  # the child saved the step it was in
+    assert err.strip().splitlines()[-1] == ("stopped by SIGINT in cell fp32-s2 [2/5]; continue the suite with: "
+                                            f"python {ROOT / 'tools' / 'experiment.py'} --suite {suite['path']}")
+    assert "error:" not in err
+    code, stdout, err = suite["rest"]
+    assert code == 0, err
+    assert "[1/5] fp32-s1: skipped (finished)" in stdout and "[2/5] fp32-s2: training (resuming)" in stdout
+    assert suite["after_first"] == suite["after_stop"] == mtimes(out / "fp32-s1")  # never touched again
+    # the resumed cell is the uninterrupted run
+    assert records(out / "fp32-s2") == records(suite["reference"])
+    resumed, reference = (json.loads((folder / "results.json").read_text()) for folder in (out / "fp32-s2",
+                                                                                           suite["reference"]))
+    assert resumed["test"] == reference["test"] and resumed["dev"] == reference["dev"]
+
+
+def test_results_csv_and_report_come_from_the_cells(suite):
+    out = suite["out"]
+    rows = {row["cell"]: row for row in csv.DictReader((out / "results.csv").open())}
+    assert list(rows) == CELLS
+    fp32_test = json.loads((out / "fp32-s1" / "results.json").read_text())["test"]["accuracy"]
+    for name, row in rows.items():
+        results = json.loads((out / name / "results.json").read_text())
+        assert row["status"] == "finished" and row["seed"] == name[-1] and row["method"] == name.split("-")[0]
+        for split in ("dev", "test"):
+            for metric in ("accuracy", "macro_f1"):
+                assert float(row[f"{split}_{metric}"]) == results[split][metric]
+        assert float(row["pct_of_fp32"]) == 100 * results["test"]["accuracy"] / fp32_test
+        predictions = json.loads((out / name / "test_predictions.json").read_text())
+        assert len(predictions["gold"]) == 64
+        assert 100 * np.mean(np.equal(predictions["predicted"], predictions["gold"])) == \
+            pytest.approx(results["test"]["accuracy"])
+        verification = json.loads((out / name / "int8_verification.json").read_text())
+        if name.startswith("fp32"):  # nothing to deploy as INT8: the reason is recorded
+            assert row["int8_accuracy"] == "" and "FP32 checkpoint" in row["int8_reason"]
+            assert not verification["deployed"] and not (out / name / "int8").exists()
+        else:  # QAT and 8-bit PTQ deploy, verified
+            assert verification["deployed"] and (out / name / "int8" / "deploy.yaml").is_file()
+            assert float(row["int8_accuracy"]) == verification["verification"]["exported"]["accuracy"]
+            assert row["int8_reason"] == ""
+    assert rows["fp32-s1"]["steps"] == "48" and rows["ptq-s1"]["steps"] == ""
+    # REPORT.md: McNemar on the predictions pooled over the seeds both methods have
+    report = (out / "REPORT.md").read_text()
+    right = {name: np.equal(*(json.loads((out / name / "test_predictions.json").read_text())[key]
+                              for key in ("predicted", "gold"))) for name in CELLS}
+    b = sum(int(np.sum(right[f"fp32-s{s}"] & ~right[f"qat-s{s}"])) for s in (1, 2))
+    c = sum(int(np.sum(right[f"qat-s{s}"] & ~right[f"fp32-s{s}"])) for s in (1, 2))
+    p = binomtest(b, b + c, 0.5).pvalue if b + c else 1.0
+    paired = report[report.index("| McNemar p |"):].splitlines()
+    assert b + c > 0 and next(line for line in paired if line.startswith("| qat | 1, 2 | ")).endswith(
+        f"| {b} | {c} | {p:.3g} |")
+    assert any(line.startswith("| ptq | 1 | ") for line in paired)  # paired on seed 1 only
+    assert "Unfinished" not in report and "![dev accuracy, mean over seeds](curves_toy.png)" in report
+    assert (out / "curves_toy.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_running_again_skips_every_cell(suite, monkeypatch):
+    calls = []
+    monkeypatch.setattr(run, "run_tool", lambda command: calls.append(command) or (0, None))
+    before = mtimes(suite["out"])
+    code, stdout, err = experiment("--suite", suite["path"])
+    assert code == 0, err
+    assert calls == [] and stdout.count("skipped (finished)") == len(CELLS)
+    after = mtimes(suite["out"])
+    assert {path: t for path, t in after.items() if path.parent.name} == \
+        {path: t for path, t in before.items() if path.parent.name}  # only results.csv, REPORT.md, PNG rewritten
+
+
+def test_a_changed_cell_definition_is_refused(suite, monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(run, "run_tool", lambda command: calls.append(command) or (0, None))
+    changed = suite["task"]["dir"] / "changed.yaml"
+    changed.write_text(suite_text(suite["task"], suite["out"], qat=("quant.method=qat", "quant.weight_bits=7")))
+    line = one_error_line(*run_here("experiment.py", monkeypatch, capsys, "--suite", changed)[::2])
+    assert "`qat-s1` (quant.weight_bits: 8 -> 7), `qat-s2` (quant.weight_bits: 8 -> 7)" in line
+    assert "fp32-s" not in line and calls == []
+
+
+def test_cells_are_the_product_of_the_axes_and_seeds(tmp_path):
+    task = make_toy_task(tmp_path)
+    path = tmp_path / "suite.yaml"
+    path.write_text(json.dumps({
+        "base": str(task["config"]), "output_dir": "out", "seeds": [7, 8],
+        "axes": {"dataset": {"dev": [f"data.test_file={tmp_path}/{{dataset}}.tsv"], "test": []},
+                 "format": {"w8a8": ["quant.method=qat"]},
+                 "method": {"qat": [], "ptq": {"tool": "ptq", "overrides": ["ptq.checkpoint=fp32_s{seed}"]}}}}))
+    found = cells(load_suite(path))
+    assert [(c.name, c.tool) for c in found] == [
+        ("dev-qat-s7", "train"), ("dev-qat-s8", "train"), ("dev-ptq-s7", "ptq"),  # PTQ once, at the first seed
+        ("test-qat-s7", "train"), ("test-qat-s8", "train"), ("test-ptq-s7", "ptq")]
+    assert found[2].overrides == [f"data.test_file={tmp_path}/dev.tsv", "quant.method=qat", "ptq.checkpoint=fp32_s7",
+                                  "train.output_dir=out/dev-ptq-s7", "train.seed=7"]
+    assert found[3].cfg.data.test_file == str(tmp_path / "test.tsv") and found[3].cfg.train.seed == 7
+
+
+def test_dry_run_and_report_only(suite, monkeypatch, capsys):
+    code, out, err = run_here("experiment.py", monkeypatch, capsys, "--suite", suite["path"], "--dry-run",
+                              "--only", "qat-*")
+    assert code == 0, err
+    assert f"[2/2] qat-s2 (train, finished): -o train.max_steps=48 -o train.eval_every=8 -o train.log_every=6 " \
+           f"-o quant.method=qat -o train.output_dir={suite['out'] / 'qat-s2'} -o train.seed=2" in out
+    # an FP32 reference without its run's results.json beside it is evaluated once, and kept
+    reference = suite["task"]["dir"] / "fp32_copy"
+    shutil.copytree(suite["out"] / "fp32-s1" / "checkpoints" / "best", reference)
+    elsewhere = suite["task"]["dir"] / "fp32_elsewhere.yaml"
+    elsewhere.write_text(suite_text(suite["task"], suite["out"], fp32=reference))
+    (suite["out"] / "REPORT.md").unlink()
+    code, out, err = run_here("experiment.py", monkeypatch, capsys, "--suite", elsewhere, "--report-only")
+    assert code == 0 and "5 of 5 cells finished" in out, err
+    report = (suite["out"] / "REPORT.md").read_text()
+    accuracy = json.loads((suite["out"] / "fp32-s1" / "results.json").read_text())["test"]["accuracy"]
+    assert json.loads((suite["out"] / "fp32_toy.json").read_text())["test"]["accuracy"] == accuracy
+    assert f"FP32 reference (`{reference}`): test accuracy {accuracy:.2f}." in report and "| qat | 1, 2 |" in report
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"seed": [1]}, "unknown key `seed`; did you mean `seeds`?"),
+    ({"seeds": "1"}, "`seeds`: expected a list of distinct non-negative integers, got '1'"),
+    ({"baseline": "qats"}, "`baseline: qats` is not a value of the `method` axis (fp32, qat, ptq); did you mean "
+                           "`qat`?"),
+    ({"overrides": ["train.seed=3"]}, "`overrides`: `train.seed` is set by the suite for each cell"),
+    ({"axes": {"method": {"a-b": []}}}, "`axes.method.a-b`: value names are"),
+    ({"axes": {"method": {"a": "quant.method=qat"}}}, "`axes.method.a`: expected a list of `section.key=value`"),
+    ({"axes": {"method": {"a": {"tool": "eval"}}}}, "`axes.method.a.tool` must be one of ['train', 'ptq']"),
+    ({"axes": {"method": {"fp32": ["train.lr=1"]}}}, "cell `s1`: override `-o train.lr=1`: unknown key"),
+    ({"fp32": {"rt": "x"}}, "`fp32.rt`: not a value of the `dataset` axis (toy)"),
+])
+def test_suite_file_errors_name_the_file_and_key(tmp_path, monkeypatch, capsys, change, message):
+    task = make_toy_task(tmp_path)
+    path = tmp_path / "suite.yaml"
+    keys = json.loads(suite_text(task, tmp_path / "out"))
+    keys.pop("baseline") if "axes" in change else None
+    path.write_text(json.dumps({**keys, **change}))
+    line = one_error_line(*run_here("experiment.py", monkeypatch, capsys, "--suite", path)[::2])
+    assert line.startswith(f"error: {path}: ") and message in line, line
+
+
+def test_paired_statistics_against_hand_computed_numbers():
+    # seed 1: b = 3, c = 1; seed 2: b = 4, c = 0; pooled b = 7, c = 1: p = 2 · P(X <= 1 | 8, 1/2) = 2 · 9/256
+    baseline = np.array([[1, 1, 1, 1, 0, 1], [1, 1, 1, 1, 1, 1]], dtype=bool)
+    method = np.array([[0, 0, 0, 1, 1, 1], [0, 0, 0, 0, 1, 1]], dtype=bool)
+    assert mcnemar(baseline, method) == (7, 1, 18 / 256)
+    assert mcnemar(baseline, baseline) == (0, 0, 1.0)
+    assert mcnemar(np.ones((1, 10), bool), np.zeros((1, 10), bool)).p == pytest.approx(2 / 1024)
+    # the mean difference: (−2/6 − 4/6) / 2 = −50 points; the bootstrap means lie between −100 and 0
+    difference = paired_bootstrap(baseline, method)
+    assert difference.mean == pytest.approx(-50.0) and -100 <= difference.low < -50 < difference.high <= 0
+    assert paired_bootstrap(baseline, method) == difference  # fixed generator seed
+    # per-example differences 1, 0: resampled means 0, 1/2, 1 with probabilities 1/4, 1/2, 1/4 -> [0, 100]
+    assert paired_bootstrap(np.zeros((1, 2), bool), np.array([[1, 0]], bool)) == (50.0, 0.0, 100.0)
+    # every example one point apart: no spread
+    assert paired_bootstrap(np.zeros((2, 5), bool), np.ones((2, 5), bool)) == (100.0, 100.0, 100.0)
+    # 30 of 100 examples gained: the mean of a Binomial(100, 0.3)/100, 95% of its mass in [21, 39] (binom.ppf)
+    gained = np.zeros((1, 100), bool)
+    gained[0, :30] = True
+    difference = paired_bootstrap(np.zeros((1, 100), bool), gained)
+    assert difference.mean == pytest.approx(30.0)
+    assert difference.low == pytest.approx(21, abs=1) and difference.high == pytest.approx(39, abs=1)
