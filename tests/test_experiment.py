@@ -17,6 +17,7 @@ import sys
 
 import numpy as np
 import pytest
+from paddle.base import core
 from scipy.stats import binomtest
 
 from conftest import ROOT, make_toy_task, one_error_line, run_here, trained
@@ -75,7 +76,9 @@ def suite(tmp_path_factory):
     task = make_toy_task(tmp_path_factory.mktemp("suite"))
     out, path = task["dir"] / "suite", task["dir"] / "suite.yaml"
     path.write_text(suite_text(task, out))
-    # the uninterrupted run of fp32-s2, here: the child inherits this process's thread count (OMP_NUM_THREADS)
+    # the uninterrupted run of fp32-s2, here, at the child's thread count (OMP_NUM_THREADS; a predictor built
+    # earlier in this process may have set another)
+    core.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     reference = trained(task, "reference", *RUN, "train.seed=2").parents[1]
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(run, "run_tool", tool_here)
