@@ -119,6 +119,9 @@ class QuantConfig:
     quantize_pooler: bool = False       # encoder Linear layers are always quantized
     quantize_classifier: bool = False
     quantize_embeddings: bool = False   # the word table on int8 levels, a range per row: stored so by INT8 export
+    scope: str = param("encoder", choices=("encoder", "reference"))  # what is quantized: the encoder's Linear layers,
+    # or also the TI reference's: the word table (ternary per row with ternary weights), the pooler, the inputs of the
+    # attention matmuls (Q, K, V, probabilities); activations clamped to ±2.5, a range per batch (clipped_absmax)
     weight_quantizer: str = ""          # a registered quantizer layer (ernie_qat.quant.quantizers); "" = PaddleSlim's
     activation_quantizer: str = ""
     quantizer_lr_scale: float = param(1.0, low=0.0)  # learning-rate multiplier of quantizer parameters (no decay)
@@ -442,6 +445,10 @@ def check_config(cfg: Config, origin: Callable[[str], str]) -> None:
                               f"or remove {'it' if len(ignored) == 1 else 'them'}")
     if cfg.quant.method == "qat":
         _check_quantizers(cfg, origin)
+        if cfg.quant.scope == "reference" and cfg.quant.activation_quantizer not in ("", "clipped_absmax"):
+            raise ConfigError(f"{origin('quant.scope')}: `quant.scope: reference` quantizes activations as the TI "
+                              "reference does (`clipped_absmax`), and `quant.activation_quantizer` is "
+                              f"{cfg.quant.activation_quantizer}: leave it unset")
 
 
 def _check_quantizers(cfg: Config, origin: Callable[[str], str]) -> None:

@@ -52,7 +52,7 @@ def teacher_copy(checkpoint, folder, labels=None, scale=None):
      "override `-o quant.weight_quantizer=ternary`: `quant.weight_quantizer: ternary` quantizes to 2 bits, and "
      "`quant.weight_bits` is 8: set `quant.weight_bits: 2`"),
     (["quant.method=qat", "quant.activation_quantizer=ternary"],
-     "`quant.activation_quantizer: ternary` quantizes weights only; for activations use one of: dynamic_absmax, lsq"),
+     "`quant.activation_quantizer: ternary` quantizes weights only; for activations use one of: clipped_absmax, dynamic_absmax, lsq"),
 ])
 def test_a_setting_of_a_method_that_is_off_is_an_error_naming_the_switch(toy_task, monkeypatch, capsys, overrides,
                                                                          message):

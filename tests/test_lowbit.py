@@ -1,13 +1,18 @@
 """Low-bit quantizer layers against their formulas: LSQ (values, step-size gradient, per-channel columns),
-TWN ternary weights, dynamic max-abs activations; and LSQ W4 trained through QAT's config on the tiny model."""
+TWN ternary weights, dynamic and clipped max-abs activations, ternary rows; LSQ W4, ternary and the TI reference's
+scope trained through QAT's config on the tiny model."""
 import math
 
 import numpy as np
 import paddle
 import pytest
 
+from paddle.nn.quant.quant_layers import QuantizedLinear
+
 from conftest import trained
-from ernie_qat.quant.lowbit import DynamicAbsMaxQuantizer, LSQQuantizer, TernaryQuantizer
+from ernie_qat.quant.attention import QuantizedAttention
+from ernie_qat.quant.embedding import ternary_rows
+from ernie_qat.quant.lowbit import ClippedAbsMaxQuantizer, DynamicAbsMaxQuantizer, LSQQuantizer, TernaryQuantizer
 from ernie_qat.quant.quantizers import QuantizerSpec
 from ernie_qat.train.checkpoint import load_checkpoint
 
@@ -149,3 +154,48 @@ def test_ternary_qat_trains_and_its_weights_are_ternary(toy_task, fp32_checkpoin
     linear = model.net.ernie.encoder.layers[1].self_attn.q_proj
     assert isinstance(linear._fake_quant_weight, TernaryQuantizer)
     assert len(np.unique(linear._fake_quant_weight(linear.weight).numpy())) == 3
+
+
+def test_clipped_absmax_clamps_then_quantizes_by_the_clamped_max():
+    x = paddle.to_tensor([[-4.0, -1.0, 0.3], [0.02, 1.7, 3.0]], stop_gradient=False)
+    out = ClippedAbsMaxQuantizer(QuantizerSpec("activation", 8))(x)
+    clipped = np.clip(x.numpy(), -2.5, 2.5)
+    scale = 2.5 / 127  # max|clamped| = 2.5
+    np.testing.assert_allclose(out.numpy(), np.round(clipped / scale) * scale, rtol=1e-6)
+    out.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [[0, 1, 1], [1, 1, 0]])  # none outside the clamp
+
+
+def test_ternary_rows_match_twn_per_row_of_the_clamped_table():
+    table = np.random.default_rng(0).normal(0, 1, (5, 16)).astype("float32")
+    table[0, 3] = 7.0  # an outlier: clamped to 2.5 before Δ and α
+    got = ternary_rows(paddle.to_tensor(table)).numpy()
+    clipped = np.clip(table, -2.5, 2.5)
+    for row, want in zip(got, clipped):
+        kept = np.abs(want) > 0.7 * np.abs(want).mean()
+        np.testing.assert_allclose(row, np.abs(want[kept]).mean() * np.sign(want) * kept, rtol=1e-5)
+
+
+def test_the_reference_scope_quantizes_embeddings_pooler_and_attention_and_does_not_export(toy_task,
+                                                                                            fp32_checkpoint):
+    from ernie_qat.export import ExportError, export
+    from ernie_qat.models.taps import TapsTransform, forward_outputs
+    best = trained(toy_task, "reference", f"model.name_or_path={fp32_checkpoint}", "quant.method=qat",
+                   "quant.weight_quantizer=ternary", "quant.weight_bits=2", "quant.scope=reference",
+                   "train.max_steps=4", "train.eval_every=4")
+    model = load_checkpoint(best)[0]
+    ernie = model.net.ernie
+    assert all(isinstance(layer.self_attn, QuantizedAttention) for layer in ernie.encoder.layers)
+    assert isinstance(ernie.pooler.dense, QuantizedLinear)
+    assert all(isinstance(layer._fake_quant_input, ClippedAbsMaxQuantizer)
+               for layer in model.sublayers() if isinstance(layer, QuantizedLinear))
+    table = ernie.embeddings.word_embeddings.rows(ernie.embeddings.word_embeddings.weight).numpy()
+    assert max(len(np.unique(np.abs(row))) for row in table) <= 2  # each row: 0 and its α
+    ids = paddle.to_tensor([[2, 5, 17, 8, 3, 0]], dtype="int64")
+    batch = {"input_ids": ids, "token_type_ids": paddle.zeros_like(ids)}
+    plain = model(ids, batch["token_type_ids"]).numpy()
+    tapped = TapsTransform().prepare(model)  # the training forward applies the same quantizers
+    tapped.eval()
+    np.testing.assert_array_equal(forward_outputs(tapped, batch).logits.numpy(), plain)
+    with pytest.raises(ExportError, match=r"TI reference's scope .*evaluate it in fake quantization"):
+        export(best, toy_task["dir"] / "int8", "int8")

@@ -21,6 +21,7 @@ import paddle
 from paddle import nn
 from paddle.nn.layer.transformer import _convert_attention_mask
 
+from ernie_qat.quant.attention import QUANTIZED
 from ernie_qat.train.hooks import TRAINING, TRANSFORMS, Intervention, ModelTransform, PluginError
 from ernie_qat.train.parallel import unwrap
 
@@ -99,9 +100,10 @@ class Taps:
 class Attention(nn.Layer):
     """Paddle's `MultiHeadAttention` forward for self-attention, with the taps of `POINTS`.
 
-    Built from a MultiHeadAttention, it takes over its q/k/v/out projections (quantized or not)
-    under the same names, so parameters, state-dict keys and the arithmetic are unchanged:
-    x [B, L, H] -> out [B, L, H].
+    Built from a MultiHeadAttention (or a QuantizedAttention, whose quantizers of Q, K, V and the
+    probabilities it applies where that does, ernie_qat.quant.attention), it takes over its
+    q/k/v/out projections (quantized or not) under the same names, so parameters, state-dict keys
+    and the arithmetic are unchanged: x [B, L, H] -> out [B, L, H].
     """
 
     def __init__(self, attention: nn.MultiHeadAttention, taps: Taps, layer: int):
@@ -110,6 +112,8 @@ class Attention(nn.Layer):
         self.need_weights = False
         self.q_proj, self.k_proj = attention.q_proj, attention.k_proj
         self.v_proj, self.out_proj = attention.v_proj, attention.out_proj
+        for name in QUANTIZED:  # identity where the attention quantizes nothing
+            setattr(self, name, getattr(attention, name, None) or nn.Identity())
         self.softmax = nn.Softmax(axis=-1)
         self.dropout = nn.Dropout(attention.dropout, mode="upscale_in_train") if attention.dropout else None
         self.taps, self.layer = taps, layer
@@ -123,14 +127,15 @@ class Attention(nn.Layer):
             raise NotImplementedError("Attention taps support the encoder's self-attention only")
         tap, layer = self.taps, self.layer
         x, x_v = tap("attention.qk_input", layer, query), tap("attention.v_input", layer, query)
-        q, k, v = self._split_heads(self.q_proj(x)), self._split_heads(self.k_proj(x)), self._split_heads(self.v_proj(x_v))
+        q, k = self.q_quant(self._split_heads(self.q_proj(x))), self.k_quant(self._split_heads(self.k_proj(x)))
+        v = self.v_quant(self._split_heads(self.v_proj(x_v)))
         scores = tap("attention.scores", layer, paddle.matmul(q * (self.head_dim ** -0.5), k, transpose_y=True))
         if attn_mask is not None:
             scores = scores + attn_mask
         probs = tap("attention.probs", layer, self.softmax(scores))
         if self.dropout is not None:
             probs = self.dropout(probs)
-        context = paddle.transpose(paddle.matmul(probs, v), [0, 2, 1, 3])
+        context = paddle.transpose(paddle.matmul(self.probs_quant(probs), v), [0, 2, 1, 3])
         context = tap("attention.context", layer, paddle.reshape(context, [0, 0, context.shape[2] * context.shape[3]]))
         out = tap("attention.projection", layer, self.out_proj(context))
         return (out, probs) if self.need_weights else out

@@ -28,21 +28,33 @@ def quantize_rows(table: paddle.Tensor) -> paddle.Tensor:
     return quantized.detach() + (table - table.detach())  # exactly `quantized`; gradients straight to `table`
 
 
-class QuantizedEmbedding(nn.Layer):
-    """An nn.Embedding whose lookups read its table quantized per row (`quantize_rows`); same parameter, same name."""
+def ternary_rows(table: paddle.Tensor, clip: float = 2.5, threshold: float = 0.7) -> paddle.Tensor:
+    """[V, H] table ternarized per row as the TI reference's embeddings: clamped to ±clip, Δ = threshold·mean|row|,
+    α = mean |w| above Δ in the row, w -> α·sign(w) above Δ else 0; gradients pass straight through inside ±clip."""
+    clipped = paddle.clip(table, -clip, clip)
+    magnitude = clipped.abs()
+    kept = (magnitude > threshold * magnitude.mean(axis=1, keepdim=True)).astype(table.dtype)
+    alpha = (magnitude * kept).sum(axis=1, keepdim=True) / kept.sum(axis=1, keepdim=True).clip(min=1.0)
+    return (alpha * paddle.sign(clipped) * kept).detach() + (clipped - clipped.detach())
 
-    def __init__(self, embedding: nn.Embedding):
+
+class QuantizedEmbedding(nn.Layer):
+    """An nn.Embedding whose lookups read its table quantized per row (`rows`: `quantize_rows`, int8 levels, or
+    `ternary_rows`); same parameter, same name."""
+
+    def __init__(self, embedding: nn.Embedding, rows=quantize_rows):
         super().__init__()
         self.weight = embedding.weight
         self._padding_idx = embedding._padding_idx
+        self.rows = rows
 
     def forward(self, ids):
-        return F.embedding(ids, quantize_rows(self.weight), padding_idx=self._padding_idx)
+        return F.embedding(ids, self.rows(self.weight), padding_idx=self._padding_idx)
 
     def plain(self) -> nn.Embedding:
         """An nn.Embedding holding the quantized table, for export."""
         vocab, hidden = self.weight.shape
         embedding = nn.Embedding(vocab, hidden, padding_idx=self._padding_idx)
         with paddle.no_grad():
-            embedding.weight.set_value(quantize_rows(self.weight))
+            embedding.weight.set_value(self.rows(self.weight))
         return embedding

@@ -12,6 +12,8 @@ Selected by name through the quantizer registry (`quant.weight_quantizer`, `quan
                       gradient passes straight through (zero where |W| > 2.5, TernaryBERT's clip).
     dynamic_absmax    TernaryBERT's activation quantizer: b-bit symmetric, per tensor, the scale from
                       this batch's max|x|; straight-through gradient.
+    clipped_absmax    the TI reference's activations: x clamped to ±2.5 first, then dynamic_absmax of
+                      the clamped tensor; no gradient where |x| > 2.5 (`quant.scope: reference`).
 
 Per-tensor lsq and ternary weights lie on an 8-bit grid and export to oneDNN INT8 (`int8_weight`,
 ernie_qat.quant.quantizers): k·s is the int8 k with range 127·s (at 8 bits k = -128 clips to -127),
@@ -33,6 +35,7 @@ from ernie_qat.quant.quantizers import QuantizerSpec, register_quantizer
 
 TERNARY_THRESHOLD = 0.7  # Δ = 0.7·mean|W| (TWN)
 TERNARY_GRADIENT_CLIP = 2.5  # no gradient where |W| exceeds it (TernaryBERT)
+ACTIVATION_CLIP = 2.5  # the TI reference clamps every quantized activation to ±2.5
 
 
 def straight_through(rounded: paddle.Tensor, value: paddle.Tensor) -> paddle.Tensor:
@@ -125,3 +128,19 @@ class DynamicAbsMaxQuantizer(nn.Layer):
     def forward(self, value: paddle.Tensor) -> paddle.Tensor:
         scale = (value.abs().max() / self.qp).clip(min=1e-8).detach()
         return straight_through((value / scale).round() * scale, value)
+
+
+@register_quantizer("clipped_absmax")
+class ClippedAbsMaxQuantizer(nn.Layer):
+    """Activations clamped to ±ACTIVATION_CLIP, then b-bit symmetric with the clamped tensor's max|x| as the range;
+    straight-through gradient inside the clamp, none outside it."""
+    roles = ("activation",)
+
+    def __init__(self, spec: QuantizerSpec, weight=None):
+        super().__init__()
+        self.qp = signed_levels(spec.bits)[1]
+
+    def forward(self, value: paddle.Tensor) -> paddle.Tensor:
+        clipped = paddle.clip(value, -ACTIVATION_CLIP, ACTIVATION_CLIP)
+        scale = (clipped.abs().max() / self.qp).clip(min=1e-8).detach()
+        return straight_through((clipped / scale).round() * scale, clipped)

@@ -27,7 +27,8 @@ from paddle.nn.quant.quant_layers import FakeQuantAbsMax, MAOutputScaleLayer, Qu
 from ernie_qat.config import QuantConfig
 from ernie_qat.models.classifier import INPUT_SPEC, replace_sublayer
 from ernie_qat.quant.int16_pairs import pair_int8_weights
-from ernie_qat.quant.embedding import QuantizedEmbedding
+from ernie_qat.quant.attention import QuantizedAttention
+from ernie_qat.quant.embedding import QuantizedEmbedding, quantize_rows, ternary_rows
 from ernie_qat.quant.int8_storage import store_int8_embeddings, store_int8_weights
 from ernie_qat.quant.onednn import pin_trained_scales
 from ernie_qat.quant.quantizers import QUANTIZER_LAYERS, QuantizerSpec, build_quantizer, quantizer_parameters
@@ -50,17 +51,30 @@ class QATTransform(ModelTransform):
             "quantizable_layer_type": ["Linear"], "onnx_format": False})
 
     def prepare(self, model):
-        model.net.ernie.pooler.dense.skip_quant = not self.cfg.quantize_pooler
+        reference = self.cfg.scope == "reference"
+        model.net.ernie.pooler.dense.skip_quant = not (self.cfg.quantize_pooler or reference)
         model.net.classifier.skip_quant = not self.cfg.quantize_classifier
         self.qat.quantize(model)
         _drop_output_observers(model)
-        if self.cfg.quantize_embeddings:
-            embeddings = model.net.ernie.embeddings
+        embeddings = model.net.ernie.embeddings
+        if reference:  # the TI reference's scope: the attention matmuls' inputs, and its word table
+            for encoder_layer in model.net.ernie.encoder.layers:
+                encoder_layer.self_attn = QuantizedAttention(encoder_layer.self_attn, self._activation_quantizer)
+            rows = ternary_rows if self.cfg.weight_quantizer == "ternary" else quantize_rows
+            embeddings.word_embeddings = QuantizedEmbedding(embeddings.word_embeddings, rows)
+        elif self.cfg.quantize_embeddings:
             embeddings.word_embeddings = QuantizedEmbedding(embeddings.word_embeddings)
         for layer in model.sublayers():
             if isinstance(layer, QuantizedLinear):
                 self._use_registered_quantizers(layer)
         return model
+
+    def _activation_quantizer(self):
+        """The registered activation quantizer of the config (the reference scope's `clipped_absmax` by default)."""
+        cfg = self.cfg
+        name = cfg.activation_quantizer or "clipped_absmax"
+        return build_quantizer(name, QuantizerSpec("activation", cfg.activation_bits, moving_rate=cfg.moving_rate),
+                               None, "quant.activation_quantizer")
 
     def _use_registered_quantizers(self, layer: QuantizedLinear) -> None:
         """Replace PaddleSlim's quantizers of `layer` by the configured registered ones, built for its shapes."""
@@ -69,9 +83,8 @@ class QATTransform(ModelTransform):
             spec = QuantizerSpec("weight", cfg.weight_bits, cfg.weight_quantize_type == "channel_wise_abs_max",
                                  tuple(layer.weight.shape), cfg.moving_rate)
             layer._fake_quant_weight = build_quantizer(cfg.weight_quantizer, spec, layer.weight, "quant.weight_quantizer")
-        if cfg.activation_quantizer:
-            spec = QuantizerSpec("activation", cfg.activation_bits, moving_rate=cfg.moving_rate)
-            layer._fake_quant_input = build_quantizer(cfg.activation_quantizer, spec, None, "quant.activation_quantizer")
+        if cfg.activation_quantizer or cfg.scope == "reference":
+            layer._fake_quant_input = self._activation_quantizer()
 
     def param_groups(self, model):
         params = quantizer_parameters(model)
@@ -80,6 +93,11 @@ class QATTransform(ModelTransform):
     def int8_blocker(self):
         cfg = self.cfg
         bits = f"W{cfg.weight_bits}A{cfg.activation_bits}"
+        if cfg.scope == "reference":
+            return ("it is quantized in the TI reference's scope (`quant.scope: reference`): the inputs of the "
+                    "attention matmuls (Q, K, V, probabilities) and activations with a range per batch, which Paddle's "
+                    "INT8 predictor does not run as trained (its attention matmuls stay FP32, its activation ranges "
+                    "are fixed); evaluate it in fake quantization")
         if cfg.activation_quantizer:
             return (f"its activations use the registered quantizer `{cfg.activation_quantizer}`: Paddle's INT8 "
                     "predictor quantizes an activation with one fixed range to -127..127 steps, which neither "

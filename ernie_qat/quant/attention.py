@@ -1,0 +1,50 @@
+"""Self-attention whose matmul inputs are fake-quantized: the TI / TernaryBERT reference's scope (`quant.scope: reference`).
+
+`QuantizedAttention` is Paddle's `MultiHeadAttention` forward for self-attention with a quantizer on
+each input of the two attention matmuls: the Q and K outputs (of the projections, per head), the V
+output, and the attention probabilities after dropout. It takes over the attention's projections
+under the same names, and the quantizers hold no parameters, so checkpoints keep their keys. The
+training forward (ernie_qat.models.taps.Attention) applies the same quantizers at the same places.
+x [B, L, H] -> out [B, L, H].
+"""
+from typing import Callable
+
+import paddle
+import paddle.nn.functional as F
+from paddle import nn
+
+QUANTIZED = ("q_quant", "k_quant", "v_quant", "probs_quant")  # the quantizers' attribute names
+
+
+class QuantizedAttention(nn.Layer):
+    """Self-attention with `make_quantizer()` on Q, K, V and the attention probabilities (see the module docstring)."""
+
+    def __init__(self, attention: nn.MultiHeadAttention, make_quantizer: Callable[[], nn.Layer]):
+        super().__init__()
+        self.num_heads, self.head_dim = attention.num_heads, attention.head_dim
+        self.need_weights = False
+        self.q_proj, self.k_proj = attention.q_proj, attention.k_proj
+        self.v_proj, self.out_proj = attention.v_proj, attention.out_proj
+        self.dropout = attention.dropout  # the probabilities' dropout rate, as MultiHeadAttention keeps it
+        for name in QUANTIZED:
+            setattr(self, name, make_quantizer())
+
+    def _split_heads(self, x):
+        """[B, L, H] -> [B, heads, L, head_dim]."""
+        return paddle.transpose(paddle.reshape(x, [0, 0, self.num_heads, self.head_dim]), [0, 2, 1, 3])
+
+    def forward(self, query, key=None, value=None, attn_mask=None, cache=None):
+        if cache is not None or (key is not None and key is not query):
+            raise NotImplementedError("quantized attention supports the encoder's self-attention only")
+        q = self.q_quant(self._split_heads(self.q_proj(query)))
+        k = self.k_quant(self._split_heads(self.k_proj(query)))
+        v = self.v_quant(self._split_heads(self.v_proj(query)))
+        scores = paddle.matmul(q * (self.head_dim ** -0.5), k, transpose_y=True)
+        if attn_mask is not None:
+            scores = scores + attn_mask
+        probs = F.softmax(scores)
+        if self.dropout:
+            probs = F.dropout(probs, self.dropout, training=self.training, mode="upscale_in_train")
+        context = paddle.transpose(paddle.matmul(self.probs_quant(probs), v), [0, 2, 1, 3])
+        out = self.out_proj(paddle.reshape(context, [0, 0, context.shape[2] * context.shape[3]]))
+        return (out, probs) if self.need_weights else out
