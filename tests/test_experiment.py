@@ -24,6 +24,7 @@ from conftest import ROOT, make_toy_task, one_error_line, run_here, trained
 from ernie_qat import faults
 from ernie_qat.suite import run
 from ernie_qat.suite.paired import mcnemar, paired_bootstrap
+from ernie_qat.suite.report import folder_megabytes
 from ernie_qat.suite.spec import cells, load_suite
 
 RUN = ["train.max_steps=48", "train.eval_every=8", "train.log_every=6"]  # 20 (the stop): half a log window
@@ -147,6 +148,7 @@ def test_results_csv_and_report_come_from_the_cells(suite):
         else:  # QAT and 8-bit PTQ deploy, verified
             assert verification["deployed"] and (out / name / "int8" / "deploy.yaml").is_file()
             assert float(row["int8_accuracy"]) == verification["verification"]["exported"]["accuracy"]
+            assert float(row["int8_folder_mb"]) == round(folder_megabytes(out / name / "int8"), 2) > 0
             assert row["int8_reason"] == ""
     assert rows["fp32-s1"]["steps"] == "48" and rows["ptq-s1"]["steps"] == ""
     # REPORT.md: McNemar on the predictions pooled over the seeds both methods have

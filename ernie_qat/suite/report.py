@@ -20,7 +20,7 @@ import numpy as np
 
 from ernie_qat.atomic import atomic_file, folder_identity, read_jsonl, write_json, write_text
 from ernie_qat.suite.paired import BOOTSTRAP_SEED, RESAMPLES, mcnemar, paired_bootstrap
-from ernie_qat.suite.run import INT8_REPORT, PREDICTIONS, duration, tested_on
+from ernie_qat.suite.run import INT8, INT8_REPORT, PREDICTIONS, duration, tested_on
 from ernie_qat.suite.spec import Cell, Suite, status
 
 GROUP_AXES = ("dataset", "format")  # a section of the report each
@@ -90,7 +90,7 @@ def fp32_accuracy(suite: Suite, cells: List[Cell]) -> Dict[str, float]:
 def write_results_csv(path: Path, suite: Suite, outcomes: List[Outcome], fp32: Dict[str, float]) -> None:
     columns = ["cell", *suite.axes, "seed", "tool", "status", "steps", "train_seconds", "dev_accuracy",
                "dev_macro_f1", "test_accuracy", "test_macro_f1", "pct_of_fp32", "int8_accuracy", "int8_agreement",
-               "int8_reason"]
+               "int8_folder_mb", "int8_reason"]
     with atomic_file(path) as out:
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(columns)
@@ -107,7 +107,8 @@ def write_results_csv(path: Path, suite: Suite, outcomes: List[Outcome], fp32: D
                              test.get("accuracy", ""), test.get("macro_f1", ""),
                              100.0 * test["accuracy"] / reference if test and reference else "",
                              check["exported"]["accuracy"] if deployed else "",
-                             check["agreement"] if deployed else "", reason])
+                             check["agreement"] if deployed else "",
+                             round(folder_megabytes(o.cell.folder / INT8), 2) if deployed else "", reason])
 
 
 def write_report(path: Path, suite: Suite, outcomes: List[Outcome], fp32: Dict[str, float], command: str) -> None:
@@ -146,8 +147,8 @@ def write_report(path: Path, suite: Suite, outcomes: List[Outcome], fp32: Dict[s
 
 
 def _summary_table(rows: Dict[Tuple[str, ...], List[Outcome]], fp32: Optional[float]) -> List[str]:
-    lines = ["| method | seeds | test accuracy | test macro-F1 | % of FP32 | INT8 accuracy (deployed) "
-             "| training time |", "|---|---|---|---|---|---|---|"]
+    lines = ["| method | seeds | test accuracy | test macro-F1 | % of FP32 | INT8 accuracy (deployed) | INT8 folder "
+             "| training time |", "|---|---|---|---|---|---|---|---|"]
     reasons = []
     for key, cells in rows.items():
         accuracy = [o.results["test"]["accuracy"] for o in cells]
@@ -156,11 +157,13 @@ def _summary_table(rows: Dict[Tuple[str, ...], List[Outcome]], fp32: Optional[fl
         refused = [o for o in cells if o.int8 and not o.int8["deployed"]]
         int8 = f"{statistics.mean(deployed):.2f} ({len(deployed)} of {len(cells)})" if deployed else \
             "not deployed" if refused else "not exported yet"
+        sizes = [folder_megabytes(o.cell.folder / INT8) for o in cells if o.int8 and o.int8["deployed"]]
+        size = f"{statistics.mean(sizes):.1f} MB" if sizes else ""
         if refused:
             reasons.append(f"- `{_label(key)}` not deployed ({refused[0].cell.name}): {refused[0].int8['reason']}")
         percent = f"{100.0 * statistics.mean(accuracy) / fp32:.1f}" if fp32 else ""
         lines.append(f"| {_label(key)} | {', '.join(str(o.cell.seed) for o in cells)} | {_mean_std(accuracy)} | "
-                     f"{_mean_std(macro_f1)} | {percent} | {int8} | "
+                     f"{_mean_std(macro_f1)} | {percent} | {int8} | {size} | "
                      f"{duration(statistics.mean(o.seconds for o in cells))} |")
     return lines + [""] + reasons + ([""] if reasons else [])
 
@@ -224,6 +227,11 @@ def plot_curves(path: Path, title: str, rows: Dict[Tuple[str, ...], List[Outcome
         fig.savefig(out, format="png", dpi=110)
     plt.close(fig)
     return True
+
+
+def folder_megabytes(folder: Path) -> float:
+    """The size of the files under `folder`, MB (10⁶ bytes)."""
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file()) / 1e6
 
 
 def _correct(o: Outcome) -> np.ndarray:
