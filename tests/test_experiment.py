@@ -24,7 +24,7 @@ from conftest import ROOT, make_toy_task, one_error_line, run_here, trained
 from ernie_qat import faults
 from ernie_qat.suite import run
 from ernie_qat.suite.paired import mcnemar, paired_bootstrap
-from ernie_qat.suite.report import folder_megabytes
+from ernie_qat.suite.report import folder_megabytes, steps_to_reach
 from ernie_qat.suite.spec import cells, load_suite
 
 RUN = ["train.max_steps=48", "train.eval_every=8", "train.log_every=6"]  # 20 (the stop): half a log window
@@ -163,6 +163,13 @@ def test_results_csv_and_report_come_from_the_cells(suite):
         f"| {b} | {c} | {p:.3g} |")
     assert any(line.startswith("| ptq | 1 | ") for line in paired)  # paired on seed 1 only
     assert "Unfinished" not in report and "![dev accuracy, mean over seeds](curves_toy.png)" in report
+    # steps to the baseline's final dev accuracy, per seed, from the cells' dev records
+    curves = {name: {r["step"]: r["accuracy"] for r in records(out / name) if r["split"] == "dev"}
+              for name in ("fp32-s1", "qat-s1")}
+    reached = steps_to_reach(curves["qat-s1"], curves["fp32-s1"][max(curves["fp32-s1"])])
+    converged = report[report.index("Steps to reach"):].splitlines()
+    assert next(line for line in converged if line.startswith("| qat | 1, 2 | ")).startswith(
+        f"| qat | 1, 2 | {'never' if reached is None else reached}, ")
     assert (out / "curves_toy.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -245,6 +252,11 @@ def test_suite_file_errors_name_the_file_and_key(tmp_path, monkeypatch, capsys, 
     path.write_text(json.dumps({**keys, **change}))
     line = one_error_line(*run_here("experiment.py", monkeypatch, capsys, "--suite", path)[::2])
     assert line.startswith(f"error: {path}: ") and message in line, line
+
+
+def test_steps_to_reach_is_the_first_evaluated_step_at_or_above_the_target():
+    curve = {30: 70.0, 60: 81.0, 90: 80.0, 120: 82.5}
+    assert [steps_to_reach(curve, target) for target in (65, 81, 82, 90)] == [30, 60, 120, None]
 
 
 def test_paired_statistics_against_hand_computed_numbers():

@@ -35,6 +35,7 @@ class Outcome:
     predictions: Optional[dict]  # PREDICTIONS
     int8: Optional[dict]         # INT8_REPORT
     dev_curve: Dict[int, float]  # step -> dev accuracy, from metrics.jsonl
+    intervened_curve: Dict[int, float]  # the same where an intervention acted: its `dev_intervened` records
 
     @property
     def group(self) -> Tuple[str, ...]:
@@ -56,10 +57,12 @@ def collect(cells: List[Cell]) -> List[Outcome]:
     found = []
     for cell in cells:
         state = status(cell)
-        dev = [r for r in read_jsonl(cell.folder / "metrics.jsonl") if r.get("split") == "dev"]
+        records = read_jsonl(cell.folder / "metrics.jsonl")
+        dev = {r["step"]: r["accuracy"] for r in records if r.get("split") == "dev"}
+        intervened = {r["step"]: r["accuracy"] for r in records if r.get("split") == "dev_intervened"}
         found.append(Outcome(cell, state, _json(cell.results) if state == "finished" else None,
                              _json(cell.folder / PREDICTIONS), _json(cell.folder / INT8_REPORT),
-                             {r["step"]: r["accuracy"] for r in dev}))
+                             dev, {**dev, **intervened}))
     return found
 
 
@@ -140,6 +143,7 @@ def write_report(path: Path, suite: Suite, outcomes: List[Outcome], fp32: Dict[s
             continue
         lines += _summary_table(rows, fp32.get(group[0]))
         lines += _paired_table(suite, rows)
+        lines += _convergence_table(suite, rows)
         png = "curves" + "".join(f"_{value}" for value in group if value) + ".png"
         if plot_curves(path.parent / png, title, rows):
             lines += [f"![dev accuracy, mean over seeds]({png})", ""]
@@ -200,6 +204,36 @@ def _paired_table(suite: Suite, rows: Dict[Tuple[str, ...], List[Outcome]]) -> L
             f"test examples, seed {BOOTSTRAP_SEED}):", "",
             "| method | seeds paired | accuracy difference (points) | 95% interval | b | c | McNemar p |",
             "|---|---|---|---|---|---|---|", *lines, ""]
+
+
+def steps_to_reach(curve: Dict[int, float], target: float) -> Optional[int]:
+    """The first evaluated step whose dev accuracy is at least `target`, None if none is."""
+    return next((step for step in sorted(curve) if curve[step] >= target), None)
+
+
+def _convergence_table(suite: Suite, rows: Dict[Tuple[str, ...], List[Outcome]]) -> List[str]:
+    """Steps each method took to reach the baseline's final dev accuracy (same seed), the student alone and, where an
+    intervention acted, as the intervened student was evaluated."""
+    if not suite.baseline:
+        return []
+    position = [axis for axis in suite.axes if axis not in GROUP_AXES].index("method")
+    lines = []
+    for key, cells in rows.items():
+        base_key = key[:position] + (suite.baseline,) + key[position + 1:]
+        base = {o.cell.seed: o for o in rows.get(base_key, []) if o.dev_curve}
+        pairs = [(base[o.cell.seed], o) for o in cells if o.dev_curve and o.cell.seed in base]
+        if not pairs:
+            continue
+        views = []
+        for curve in ("dev_curve", "intervened_curve"):
+            reached = [steps_to_reach(getattr(m, curve), b.dev_curve[max(b.dev_curve)]) for b, m in pairs]
+            views.append(", ".join("never" if step is None else str(step) for step in reached))
+        lines.append(f"| {_label(key)} | {', '.join(str(m.cell.seed) for _, m in pairs)} | {views[0]} | {views[1]} |")
+    if not lines:
+        return []
+    return [f"Steps to reach `{suite.baseline}`'s final dev accuracy (same seed; per seed, at the evaluated steps):", "",
+            "| method | seeds | the student alone | as evaluated with the intervention on |", "|---|---|---|---|",
+            *lines, ""]
 
 
 def plot_curves(path: Path, title: str, rows: Dict[Tuple[str, ...], List[Outcome]]) -> bool:
