@@ -14,8 +14,9 @@ import statistics
 from pathlib import Path
 
 from ernie_qat import cli
-from ernie_qat.atomic import atomic_file, read_jsonl, write_json, write_text
+from ernie_qat.atomic import read_jsonl, write_json, write_text
 from ernie_qat.errors import UserError
+from ernie_qat.plots import pyplot, write_png
 
 FORMATS = {"w2a8": "W2A8 (ternary weights)", "w4a8": "W4A8 (LSQ 4-bit weights)"}
 METHODS = {"qat": "QAT", "kd": "QAT + KD", "ti": "QAT + TI"}
@@ -100,9 +101,7 @@ def markdown(task: str, rows: list, fp32: dict) -> str:
 
 def plot(task: str, found: dict, fp32_dev: float, path: Path, formats: dict = FORMATS, methods: dict = METHODS) -> None:
     """Mean dev accuracy against steps per format (a panel each) and method, the band spanning the seeds."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(formats), figsize=(11, 4), sharey=True, squeeze=False)
     for ax, fmt in zip(axes[0], formats):
         for method, label in methods.items():
@@ -117,10 +116,7 @@ def plot(task: str, found: dict, fp32_dev: float, path: Path, formats: dict = FO
         ax.set(title=f"{task.upper()} {formats[fmt]}", xlabel="optimizer step", ylabel="dev accuracy (%)")
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    with atomic_file(path, "wb") as out:
-        fig.savefig(out, format="png", dpi=110)
-    plt.close(fig)
+    write_png(fig, path)
 
 
 def main() -> None:

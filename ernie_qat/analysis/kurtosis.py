@@ -10,7 +10,7 @@ from typing import Dict, List
 import numpy as np
 import paddle
 
-from ernie_qat.atomic import atomic_file
+from ernie_qat.plots import pyplot, write_png
 from ernie_qat.ptq.calibrate import InputStats, encoder_layers
 from ernie_qat.ptq.ocs import OCSLinear
 from ernie_qat.regularizers.kurtosis import kurtosis
@@ -65,9 +65,7 @@ def markdown(tables: Dict[str, Dict[str, Dict[str, float]]], columns=("kurtosis"
 
 def plot_histograms(samples: Dict[str, Dict[str, np.ndarray]], names: List[str], path: Path, title: str) -> None:
     """One panel per tensor name: histograms (log counts) of its values in each labelled model, overlaid."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), squeeze=False)
     for axis, name in zip(axes[0], names):
         for label, values in samples.items():
@@ -79,7 +77,4 @@ def plot_histograms(samples: Dict[str, Dict[str, np.ndarray]], names: List[str],
         axis.set_title(name.replace("net.ernie.encoder.", ""), fontsize=8)
         axis.legend(fontsize=7)
     fig.suptitle(title)
-    fig.tight_layout()
-    with atomic_file(path, "wb") as out:
-        fig.savefig(out, format="png", dpi=110)
-    plt.close(fig)
+    write_png(fig, path)

@@ -20,7 +20,8 @@ from typing import Callable, Dict, List, Sequence
 import numpy as np
 import paddle
 
-from ernie_qat.atomic import atomic_file
+from ernie_qat.plots import pyplot, write_png
+
 
 Loss = Callable[[], paddle.Tensor]
 
@@ -141,9 +142,7 @@ def markdown(results: Dict[str, Sharpness]) -> str:
 
 def plot_landscapes(results: Dict[str, Sharpness], path) -> None:
     """1-D loss landscapes along the random and the gradient direction, one line per checkpoint (PNG, atomic)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, direction in zip(axes, ("random", "gradient")):
         for name, r in results.items():
@@ -153,7 +152,4 @@ def plot_landscapes(results: Dict[str, Sharpness], path) -> None:
         ax.set(title=f"along the {direction} direction", xlabel="α (distance from w)", ylabel="loss")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_file(path, "wb") as out:
-        fig.savefig(out, format="png", dpi=110)
-    plt.close(fig)
+    write_png(fig, path)

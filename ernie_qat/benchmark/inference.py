@@ -31,9 +31,10 @@ import numpy as np
 import paddle
 
 import ernie_qat
-from ernie_qat.atomic import atomic_file, write_json
+from ernie_qat.atomic import write_json
 from ernie_qat.deploy import MODEL_PREFIX, DeployError, Predictor, encode_texts, read_deploy_config
 from ernie_qat.env import cache_dir
+from ernie_qat.plots import pyplot, write_png
 
 SHAPES = {  # hidden, layers, heads, FFN, vocab
     "ernie-base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
@@ -431,9 +432,7 @@ def format_table(rows: Sequence[dict]) -> str:
 
 def plot(rows: Sequence[dict], png_path) -> None:
     """Grouped bars of p50 latency (ms) per (model, batch, seq_len) and engine; one subplot per thread count."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     threads = sorted({r["threads"] for r in rows})
     engines = [e for e in ENGINES if any(r["engine"] == e for r in rows)]
     groups = sorted({(r["model"], r["batch"], r["seq_len"]) for r in rows})
@@ -449,7 +448,4 @@ def plot(rows: Sequence[dict], png_path) -> None:
         ax.set_ylabel("p50 latency (ms)")
         ax.set_title(f"{t} thread{'s' if t > 1 else ''}")
         ax.legend(fontsize="small")
-    fig.tight_layout()
-    with atomic_file(png_path, "wb") as out:
-        fig.savefig(out, format="png", dpi=100)
-    plt.close(fig)
+    write_png(fig, png_path, dpi=100)

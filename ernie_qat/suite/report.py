@@ -19,6 +19,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from ernie_qat.atomic import atomic_file, folder_identity, read_jsonl, write_json, write_text
+from ernie_qat.plots import pyplot, write_png
 from ernie_qat.suite.paired import BOOTSTRAP_SEED, RESAMPLES, mcnemar, paired_bootstrap
 from ernie_qat.suite.run import INT8, INT8_REPORT, PREDICTIONS, duration, tested_on
 from ernie_qat.suite.spec import Cell, Suite, status
@@ -246,9 +247,7 @@ def plot_curves(path: Path, title: str, rows: Dict[Tuple[str, ...], List[Outcome
             curves[key] = (steps, np.array([[o.dev_curve[s] for s in steps] for o in cells]))
     if not curves:
         return False
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     for key, (steps, accuracy) in curves.items():
         line, = ax.plot(steps, accuracy.mean(axis=0), marker=".", label=_label(key))
@@ -256,10 +255,7 @@ def plot_curves(path: Path, title: str, rows: Dict[Tuple[str, ...], List[Outcome
     ax.set(title=title, xlabel="optimizer step", ylabel="dev accuracy (%)")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    with atomic_file(path, "wb") as out:
-        fig.savefig(out, format="png", dpi=110)
-    plt.close(fig)
+    write_png(fig, path)
     return True
 
 
