@@ -389,15 +389,8 @@ class MethodSettings(typing.NamedTuple):
 
 
 def _keys(section, prefix: str, *skip: str) -> List[str]:
-    """The dotted leaf keys of a config section, but `skip`."""
-    keys = []
-    for f in dataclasses.fields(section):
-        value = getattr(section, f.name)
-        if dataclasses.is_dataclass(value):
-            keys += _keys(value, f"{prefix}{f.name}.")
-        elif f.name not in skip:
-            keys.append(prefix + f.name)
-    return keys
+    """The dotted leaf keys of a config section, but its own keys `skip`."""
+    return [key for key in flat_dict(dataclasses.asdict(section), prefix) if key[len(prefix):] not in skip]
 
 
 def method_settings() -> List[MethodSettings]:
@@ -478,3 +471,10 @@ def flat_dict(tree: dict, prefix: str = "") -> Dict[str, Any]:
     for key, value in tree.items():
         flat.update(flat_dict(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value})
     return flat
+
+
+def differences(before: Dict[str, Any], after: Dict[str, Any], ignore: Sequence[str] = ()) -> List[str]:
+    """`key: before -> after` for each key of two flat dicts (a missing one is None) whose values differ, sorted;
+    keys in `ignore` aside."""
+    return [f"{key}: {before.get(key)!r} -> {after.get(key)!r}" for key in sorted(set(before) | set(after))
+            if key not in ignore and before.get(key) != after.get(key)]

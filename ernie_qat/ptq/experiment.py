@@ -25,7 +25,7 @@ import numpy as np
 import paddle
 
 from ernie_qat.atomic import append_jsonl, folder_identity, output_name, read_jsonl, write_json, writing
-from ernie_qat.config import Config, ConfigError, flat_dict
+from ernie_qat.config import Config, ConfigError, differences, flat_dict
 from ernie_qat.data.batching import collate, encode
 from ernie_qat.data.sources import load_splits
 from ernie_qat.models.classifier import ModelError
@@ -147,8 +147,7 @@ def check_output(out: Path, identity: dict, resume: bool, overwrite: bool) -> No
     except (OSError, ValueError):
         raise ResumeMismatchError(f"{start}: it records no identity (`{IDENTITY}`) to check it against; "
                                   f"{advice}") from None
-    changed = [f"{key}: {recorded.get(key)!r} -> {identity.get(key)!r}"
-               for key in sorted(set(recorded) | set(identity)) if recorded.get(key) != identity.get(key)]
+    changed = differences(recorded, identity)
     if changed:
         raise ResumeMismatchError(f"{start}: it read other inputs, and continuing would mix the two "
                                   f"({'; '.join(changed)}); {advice}")

@@ -30,7 +30,7 @@ from typing import Dict, List, Tuple
 
 import yaml
 
-from ernie_qat.config import Config, ConfigError, flat_dict, load_config
+from ernie_qat.config import Config, ConfigError, differences, flat_dict, load_config
 from ernie_qat.errors import UserError, did_you_mean
 
 SUITE_KEYS = ("base", "output_dir", "seeds", "overrides", "baseline", "fp32", "axes")
@@ -162,8 +162,7 @@ def check_finished(all_cells: List[Cell]) -> None:
     for cell in all_cells:
         if cell.results.exists():
             saved, now = _definitions(cell)
-            keys = [f"{key}: {saved.get(key)!r} -> {now.get(key)!r}" for key in sorted(set(saved) | set(now))
-                    if saved.get(key) != now.get(key)]
+            keys = differences(saved, now)
             if keys:
                 changed.append(f"`{cell.name}` ({'; '.join(keys)})")
     if changed:

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from ernie_qat import faults
 from ernie_qat.atomic import append_jsonl, folder_identity, read_jsonl, write_json, write_jsonl
-from ernie_qat.config import Config, TrainConfig, flat_dict, load_config
+from ernie_qat.config import Config, TrainConfig, differences, flat_dict, load_config
 from ernie_qat.data.batching import collate, encode, train_batches
 from ernie_qat.data.loader import Example, LabelVocab
 from ernie_qat.data.sources import load_splits
@@ -383,8 +383,7 @@ def _check_resumable(cfg: Config, last_dir: Path, labels: LabelVocab, fingerprin
     labels, data and source checkpoints."""
     saved = flat_dict(load_config(last_dir / "config.yaml").to_dict())
     now = flat_dict(cfg.to_dict())
-    changed = [f"{key}: {saved.get(key)!r} -> {now.get(key)!r}" for key in sorted(set(saved) | set(now))
-               if key not in RESUME_FREE_KEYS and saved.get(key) != now.get(key)]
+    changed = differences(saved, now, RESUME_FREE_KEYS)
     saved_labels = LabelVocab.load(last_dir).labels
     if saved_labels != labels.labels:
         changed.append(f"labels: {saved_labels} -> {labels.labels}")
