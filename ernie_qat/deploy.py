@@ -20,7 +20,6 @@ Example:
 """
 import contextlib
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -36,6 +35,7 @@ from ernie_qat import __version__
 from ernie_qat.atomic import MANIFEST, check_manifest
 from ernie_qat.data.batching import Encoded, batched_scores, encode_text
 from ernie_qat.data.loader import LabelVocab
+from ernie_qat.env import native_output_to
 from ernie_qat.errors import UserError
 from ernie_qat.quant.int8_storage import float_weight_files
 from ernie_qat.quant.params_file import iter_tensors, stored_vars, tensor_bytes
@@ -141,19 +141,12 @@ def check_model_files(folder: Path) -> None:
 @contextlib.contextmanager
 def native_output_silenced():
     """Send file descriptors 1 and 2 to /dev/null: oneDNN's INT8 pass prints a table from C++."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
-        os.dup2(devnull, 1)
-        os.dup2(devnull, 2)
-        yield
+        with native_output_to(devnull):
+            yield
     finally:
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for fd in saved + [devnull]:
-            os.close(fd)
+        os.close(devnull)
 
 
 class Predictor:

@@ -14,12 +14,11 @@ import logging
 import os
 import shlex
 import shutil
-import sys
 import sysconfig
 from pathlib import Path
 from typing import Iterator, Optional
 
-from ernie_qat.env import cache_dir
+from ernie_qat.env import cache_dir, native_output_to
 
 SOURCE = Path(__file__).with_name("encoder_ops.cc")
 CXX_FLAGS = ["-O3", "-ffast-math", "-fopenmp"]
@@ -45,19 +44,11 @@ def _compiler() -> str:
 @contextlib.contextmanager
 def _output_to(log) -> Iterator[None]:
     """Send sys.stdout, sys.stderr and file descriptors 1 and 2 (a subprocess's output) to `log`, an open file."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
     try:
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
-        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        with native_output_to(log.fileno()), contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
             yield
     finally:
         log.flush()
-        for fd, copy in zip((1, 2), saved):
-            os.dup2(copy, fd)
-            os.close(copy)
 
 
 @functools.lru_cache(maxsize=None)
