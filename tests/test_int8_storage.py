@@ -13,14 +13,20 @@ from ernie_qat.deploy import MODEL_PREFIX, Predictor, read_deploy_config
 from ernie_qat.export import export
 from ernie_qat.quant import qat
 from ernie_qat.quant.embedding import QuantizedEmbedding, quantize_rows
-from ernie_qat.quant.int8_storage import (_levels, float_weight_buffers, float_weight_files, row_ranges,
-                                          store_int8_weights)
+from ernie_qat.quant.int8_storage import _levels, float_weight_files, float_weights, row_ranges, store_int8_weights
 from ernie_qat.quant.onednn import pin_trained_scales
 from ernie_qat.quant.params_file import encode_tensors, iter_tensors, persistable_names, read_tensors
 from ernie_qat.quant.saved_model import opened_model
 from ernie_qat.train.checkpoint import load_checkpoint
 from test_export import reference_logits
 from test_onednn import SHAPE, relative_error, run, saved_qat_linear
+
+
+def float_weight_buffers(prefix: str):
+    """`float_weights` of the model at `prefix` as (program, parameters) bytes, as `float_weight_files` writes them
+    (and `inference.Config.set_model_buffer` takes them)."""
+    program, tensors = float_weights(prefix)
+    return program.SerializeToString(), encode_tensors(tensors, persistable_names(program))
 
 
 def fake_quant(weight: np.ndarray, weight_range: float, round_type: int) -> np.ndarray:

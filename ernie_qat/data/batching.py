@@ -5,10 +5,11 @@ padding: each epoch shuffles the examples, sorts each run of `bucket_batches * b
 of them by length, cuts batches, and shuffles the batches. The order depends only on
 (seed, epoch), so a resumed run sees the same batches as an uninterrupted one.
 """
+import functools
 import re
 import string
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -53,11 +54,7 @@ def _first_tokens(tokenizer, text: str, count: int) -> List[str]:
     is CHARS_PER_TOKEN * count characters or more, doubled until it has enough tokens. A run of ASCII letters and
     digits longer than WordPiece's max_input_chars_per_word is [UNK] however long it is, so it is shortened first.
     """
-    specials = "".join(tokenizer.all_special_tokens)
-    marks = re.escape("".join(c for c in string.punctuation if c not in specials))
-    cuts = re.compile(f"[ \\t\\n\\r{marks}{CJK}]")
-    longest = tokenizer.wordpiece_tokenizer.max_input_chars_per_word + 1
-    long_word = re.compile(f"([A-Za-z0-9]{{{longest}}})[A-Za-z0-9]+")
+    cuts, long_word = _cut_patterns(tokenizer)
     size = CHARS_PER_TOKEN * count
     while True:
         cut = cuts.search(text, size) if size < len(text) else None
@@ -84,6 +81,17 @@ def eval_batches(lengths: Sequence[int], batch_size: int) -> List[List[int]]:
     """Batches of example indices sorted by length (order does not affect metrics)."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+@functools.lru_cache(maxsize=8)
+def _cut_patterns(tokenizer) -> Tuple["re.Pattern", "re.Pattern"]:
+    """(where `_first_tokens` may cut a text, a run of ASCII letters and digits longer than a word can be) for
+    `tokenizer`: built once per tokenizer, not per text."""
+    specials = "".join(tokenizer.all_special_tokens)
+    marks = re.escape("".join(c for c in string.punctuation if c not in specials))
+    longest = tokenizer.wordpiece_tokenizer.max_input_chars_per_word + 1
+    return (re.compile(f"[ \\t\\n\\r{marks}{CJK}]"),
+            re.compile(f"([A-Za-z0-9]{{{longest}}})[A-Za-z0-9]+"))
 
 
 def collate(items: Sequence[Encoded], pad_token_id: int, width: Optional[int] = None) -> dict:

@@ -31,7 +31,7 @@ import numpy as np
 from paddle.base.proto.framework_pb2 import ProgramDesc
 
 from ernie_qat.quant.onednn import PINNED_OP
-from ernie_qat.quant.params_file import encode_tensors, persistable_names, read_tensors, write_tensors
+from ernie_qat.quant.params_file import persistable_names, read_tensors, write_tensors
 from ernie_qat.quant.saved_model import OpenedModel
 
 REBUILD_OP = "dequantize_abs_max"
@@ -143,13 +143,6 @@ def float_weights(prefix: str) -> Tuple[ProgramDesc, Dict[str, np.ndarray]]:
 def _argument(arguments, parameter: str) -> str:
     """The one variable an OpDesc passes as `parameter` (its `inputs` or `outputs`)."""
     return next(a.arguments[0] for a in arguments if a.parameter == parameter)
-
-
-def float_weight_buffers(prefix: str) -> Tuple[bytes, bytes]:
-    """`float_weights` of the model at `prefix` as (program, parameters) bytes for
-    `inference.Config.set_model_buffer`."""
-    program, tensors = float_weights(prefix)
-    return program.SerializeToString(), encode_tensors(tensors, persistable_names(program))
 
 
 @contextlib.contextmanager
