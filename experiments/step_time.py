@@ -4,8 +4,8 @@
 
 The toolkit's own step (`train_step`) on the task's real training batches (MR: 32 × up to 64
 tokens), from the FP32 checkpoint (also the teacher), as the experiments train them:
-  distill  W2A8 ternary weights: QAT, QAT + KD, QAT + TI with OI or MI active (experiments/distill.sh);
-  sam      W4A8 LSQ weights: QAT, QAT + SAM, SQuAT alternating every step (experiments/sam.sh).
+  distill  W2A8 ternary weights: QAT, QAT + KD, QAT + TI with OI or MI active (configs/suites/mr_distill.yaml);
+  sam      W4A8 LSQ weights: QAT, QAT + SAM, SQuAT alternating every step (configs/suites/mr_sam.yaml).
 Methods alternate in rounds (after 2 warm-up steps each) so that a machine's drift hits all alike;
 the table gives each method's median and mean step and the ratios to plain QAT (SQuAT's steps
 alternate between a SAM step and a plain one: its mean is the cost of a run).

@@ -14,6 +14,7 @@ import os
 import runpy
 import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,7 +26,7 @@ from ernie_qat import faults
 from ernie_qat.suite import run
 from ernie_qat.suite.paired import mcnemar, paired_bootstrap
 from ernie_qat.suite.report import folder_megabytes, steps_to_reach
-from ernie_qat.suite.spec import cells, load_suite
+from ernie_qat.suite.spec import SuiteError, cells, check_finished, load_suite
 
 RUN = ["train.max_steps=48", "train.eval_every=8", "train.log_every=6"]  # 20 (the stop): half a log window
 CELLS = ["fp32-s1", "fp32-s2", "qat-s1", "qat-s2", "ptq-s1"]
@@ -216,8 +217,9 @@ def test_dry_run_and_report_only(suite, monkeypatch, capsys):
     code, out, err = run_here("experiment.py", monkeypatch, capsys, "--suite", suite["path"], "--dry-run",
                               "--only", "qat-*")
     assert code == 0, err
-    assert f"[2/2] qat-s2 (train, finished): -o train.max_steps=48 -o train.eval_every=8 -o train.log_every=6 " \
-           f"-o quant.method=qat -o train.output_dir={suite['out'] / 'qat-s2'} -o train.seed=2" in out
+    assert f"[2/2] qat-s2 (train, finished): --config {suite['task']['config']} -o train.max_steps=48 " \
+           f"-o train.eval_every=8 -o train.log_every=6 -o quant.method=qat " \
+           f"-o train.output_dir={suite['out'] / 'qat-s2'} -o train.seed=2" in out
     # an FP32 reference without its run's results.json beside it is evaluated once, and kept
     reference = suite["task"]["dir"] / "fp32_copy"
     shutil.copytree(suite["out"] / "fp32-s1" / "checkpoints" / "best", reference)
@@ -241,6 +243,7 @@ def test_dry_run_and_report_only(suite, monkeypatch, capsys):
     ({"axes": {"method": {"a-b": []}}}, "`axes.method.a-b`: value names are"),
     ({"axes": {"method": {"a": "quant.method=qat"}}}, "`axes.method.a`: expected a list of `section.key=value`"),
     ({"axes": {"method": {"a": {"tool": "eval"}}}}, "`axes.method.a.tool` must be one of ['train', 'ptq']"),
+    ({"axes": {"method": {"a": {"base": "no/such.yaml"}}}}, "`axes.method.a.base` no/such.yaml: no such file"),
     ({"axes": {"method": {"fp32": ["train.lr=1"]}}}, "cell `s1`: override `-o train.lr=1`: unknown key"),
     ({"fp32": {"rt": "x"}}, "`fp32.rt`: not a value of the `dataset` axis (toy)"),
 ])
@@ -252,6 +255,59 @@ def test_suite_file_errors_name_the_file_and_key(tmp_path, monkeypatch, capsys, 
     path.write_text(json.dumps({**keys, **change}))
     line = one_error_line(*run_here("experiment.py", monkeypatch, capsys, "--suite", path)[::2])
     assert line.startswith(f"error: {path}: ") and message in line, line
+
+
+def test_a_value_may_name_its_own_base_config(tmp_path, monkeypatch, capsys):
+    task = make_toy_task(tmp_path)
+    fp32 = str(task["config"])
+    qat = tmp_path / "qat.yaml"  # the suite's base: the toy task in QAT
+    qat.write_text(task["config"].read_text() + "quant: {method: qat}\n")
+    keys = {"base": str(qat), "output_dir": str(tmp_path / "out"), "seeds": [1, 2], "axes": {"method": {
+        "qat": [], "fp32": {"base": fp32},
+        "ptq": {"tool": "ptq", "base": fp32, "overrides": ["ptq.checkpoint=out/fp32-s1/checkpoints/best"]}}}}
+    path = tmp_path / "suite.yaml"
+    path.write_text(json.dumps(keys))
+    found = {c.name: c for c in cells(load_suite(path))}
+    assert {name: (c.base, c.tool, c.cfg.quant.method) for name, c in found.items()} == {
+        "qat-s1": (str(qat), "train", "qat"), "qat-s2": (str(qat), "train", "qat"),
+        "fp32-s1": (fp32, "train", "none"), "fp32-s2": (fp32, "train", "none"), "ptq-s1": (fp32, "ptq", "none")}
+    assert run.tool_command(found["fp32-s1"])[2:4] == ["--config", fp32]
+    code, out, err = run_here("experiment.py", monkeypatch, capsys, "--suite", path, "--dry-run", "--only", "*-s1")
+    assert code == 0, err
+    assert f"fp32-s1 (train, not started): --config {fp32} -o train.output_dir=" in out
+    assert f"qat-s1 (train, not started): --config {qat} -o train.output_dir=" in out
+    # the finished check compares a cell's saved config with the one its own base gives
+    finished = found["fp32-s1"]
+    finished.folder.mkdir(parents=True)
+    finished.cfg.save(finished.folder / "config.yaml")
+    (finished.folder / "results.json").write_text("{}")
+    check_finished(list(found.values()))
+    del keys["axes"]["method"]["fp32"]["base"]  # the same cell on the suite's base: another definition
+    path.write_text(json.dumps(keys))
+    with pytest.raises(SuiteError, match=r"`fp32-s1` \(quant.method: 'none' -> 'qat'\)"):
+        check_finished(cells(load_suite(path)))
+    # a cell takes its base from one value at most
+    keys["axes"]["format"] = {"w8a8": {"base": fp32}}
+    keys["axes"]["method"]["fp32"]["base"] = fp32
+    path.write_text(json.dumps(keys))
+    with pytest.raises(SuiteError, match=r"cell `fp32-s1`: `axes.method.fp32.base` and `axes.format.w8a8.base` "
+                                         "each name its base config; name it on one axis only"):
+        cells(load_suite(path))
+
+
+@pytest.mark.parametrize("suite_file", sorted((ROOT / "configs" / "suites").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_suite_in_configs_loads_and_checks_its_cells(suite_file, monkeypatch, capsys):
+    # what --dry-run checks: the suite file and every cell's config; no cell needs runs/ (checkpoints are only paths
+    # until a cell runs), so this holds on a fresh clone
+    monkeypatch.chdir(ROOT)  # a suite's paths are relative to the working directory
+    relative = suite_file.relative_to(ROOT)
+    code, out, err = run_here("experiment.py", monkeypatch, capsys, "--suite", relative, "--dry-run")
+    assert code == 0, err
+    suite = load_suite(relative)
+    count = len(cells(suite))
+    assert out.startswith(f"{count} of {count} cells of {relative}")
+    assert suite.output_dir == Path("runs/suites") / suite_file.stem  # one folder per suite
+    assert suite_file.read_text().startswith("# ")  # what it measures and the doc it feeds
 
 
 def test_steps_to_reach_is_the_first_evaluated_step_at_or_above_the_target():

@@ -42,15 +42,14 @@ def main() -> None:
         raise UserError(f"--only {' '.join(args.only)} matches no cell of {args.suite}: "
                         f"{', '.join(c.name for c in every)}")
     if args.dry_run:
-        print(f"{len(chosen)} of {len(every)} cells of {args.suite}, each `python tools/<tool>.py --config "
-              f"{suite.base}` with:")
+        print(f"{len(chosen)} of {len(every)} cells of {args.suite}, each `python tools/<tool>.py` with:")
         for number, cell in enumerate(chosen, 1):
-            print(f"[{number}/{len(chosen)}] {cell.name} ({cell.tool}, {status(cell)}): "
-                  + " ".join(f"-o {shlex.quote(item)}" for item in cell.overrides))
+            arguments = [f"--config {shlex.quote(cell.base)}", *(f"-o {shlex.quote(item)}" for item in cell.overrides)]
+            print(f"[{number}/{len(chosen)}] {cell.name} ({cell.tool}, {status(cell)}): {' '.join(arguments)}")
         return
     check_finished(every)
     command = shlex.join([os.path.basename(sys.executable), *sys.argv])
-    failed = [] if args.report_only else run_cells(chosen, suite.base, command)
+    failed = [] if args.report_only else run_cells(chosen, command)
     outcomes = collect(every)
     fp32 = fp32_accuracy(suite, every)
     write_results_csv(suite.output_dir / "results.csv", suite, outcomes, fp32)

@@ -117,8 +117,10 @@ def write_results_csv(path: Path, suite: Suite, outcomes: List[Outcome], fp32: D
 
 def write_report(path: Path, suite: Suite, outcomes: List[Outcome], fp32: Dict[str, float], command: str) -> None:
     """REPORT.md, and a curves PNG per group beside it."""
+    bases = list(dict.fromkeys([suite.base] + [o.cell.base for o in outcomes]))  # the suite's, then values' own
     lines = [f"# Suite {suite.output_dir}", "",
-             f"Made by `{command}` from `{suite.path}` (base `{suite.base}`, seeds "
+             f"Made by `{command}` from `{suite.path}` (base{'s' * (len(bases) > 1)} "
+             f"{', '.join(f'`{base}`' for base in bases)}, seeds "
              f"{', '.join(map(str, suite.seeds))}). One row per cell: [results.csv](results.csv). "
              "How to read the paired tests: docs/experiments.md.", ""]
     unfinished = [o for o in outcomes if o.status != "finished"]

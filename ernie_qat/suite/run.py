@@ -1,9 +1,10 @@
 """Running a suite's cells: each in a child process of tools/train.py or tools/ptq.py, then its test
 predictions and INT8 export in this process, each step skipped when its output is already on disk.
 
-A train cell runs `tools/train.py --config BASE -o ... --resume`, so a killed or stopped cell goes on
-from its last save exactly (and train.py refuses to resume a cell whose config changed). An unfinished
-PTQ cell runs `tools/ptq.py ... --overwrite`: a PTQ run has no partial state worth keeping.
+A train cell runs `tools/train.py --config BASE -o ... --resume` (BASE: the cell's base config), so a
+killed or stopped cell goes on from its last save exactly (and train.py refuses to resume a cell whose
+config changed). An unfinished PTQ cell runs `tools/ptq.py ... --overwrite`: a PTQ run has no partial
+state worth keeping.
 
 Ctrl-C reaches the child too (one process group): it saves its step and exits 130, and the runner, which
 waits for it, then stops with SuiteInterrupted. SIGTERM sent to the runner alone is passed on to the child.
@@ -41,7 +42,7 @@ class CellsFailed(UserError):
     exit_code = 1
 
 
-def run_cells(cells: List[Cell], base: str, continue_with: str) -> List[str]:
+def run_cells(cells: List[Cell], continue_with: str) -> List[str]:
     """Train (or quantize), predict and export each cell as needed, a progress line per step.
 
     Returns:
@@ -66,7 +67,7 @@ def run_cells(cells: List[Cell], base: str, continue_with: str) -> List[str]:
                 resuming = (cell.folder / "checkpoints" / "last").exists()
                 print(f"{tag} {'quantizing (PTQ)' if cell.tool == 'ptq' else 'training'}"
                       f"{' (resuming)' if resuming else ''}", flush=True)
-                code, received = run_tool(tool_command(cell, base))
+                code, received = run_tool(tool_command(cell))
                 if received or code in (130, 143):
                     stop = received or code - 128
                     raise SuiteInterrupted(f"stopped by {signal.Signals(stop).name} in cell {cell.name} "
@@ -85,9 +86,9 @@ def run_cells(cells: List[Cell], base: str, continue_with: str) -> List[str]:
     return failed
 
 
-def tool_command(cell: Cell, base: str) -> List[str]:
-    """The child's command line: tools/train.py --resume, or tools/ptq.py --overwrite."""
-    command = [sys.executable, str(TOOLS_DIR / f"{cell.tool}.py"), "--config", base]
+def tool_command(cell: Cell) -> List[str]:
+    """The child's command line, on the cell's base config: tools/train.py --resume, or tools/ptq.py --overwrite."""
+    command = [sys.executable, str(TOOLS_DIR / f"{cell.tool}.py"), "--config", cell.base]
     for item in cell.overrides:
         command += ["-o", item]
     return command + ["--overwrite" if cell.tool == "ptq" else "--resume"]

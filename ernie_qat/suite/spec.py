@@ -6,17 +6,19 @@
     overrides: []                          # -o overrides of every cell (optional)
     baseline: qat                          # the `method` value the others are compared with (optional)
     fp32: {rt: runs/rt_minilm_fp32/checkpoints/best}   # per `dataset` value, or one path: "% of FP32"
-    axes:                                  # name -> {value: [overrides]} or {value: {tool: ptq, overrides: [...]}}
+    axes:                                  # name -> {value: [overrides]} or {value: {tool:, base:, overrides:}}
       dataset: {rt: ["data.dataset=rt"]}
       method:
         qat: []
+        fp32: {base: configs/rt_minilm_fp32.yaml}
         ptq_absmax: {tool: ptq, overrides: ["ptq.checkpoint=runs/rt_minilm_fp32/checkpoints/best"]}
 
 Cells are the product of the axes' values (in file order, the last axis varying fastest) and the
 seeds (fastest of all); a cell with a `tool: ptq` value runs tools/ptq.py once, at the first seed
-(PTQ trains nothing a seed would vary). A cell's name is its values on the axes with more than one
-value, joined by "-", then `-s<seed>`. `{seed}` and `{dataset}` in an override become the cell's
-seed and `dataset` value. Paths are relative to the working directory, as in configs.
+(PTQ trains nothing a seed would vary). A value may name its own `base` config, which its cells start
+from instead of the suite's (at most one value of a cell may). A cell's name is its values on the axes
+with more than one value, joined by "-", then `-s<seed>`. `{seed}` and `{dataset}` in an override become
+the cell's seed and `dataset` value. Paths are relative to the working directory, as in configs.
 
 A cell is finished when `results.json` is in its folder; it must then have been made by the cell's
 definition as it is now (the saved config.yaml, or a PTQ run's identity.json), else the suite is refused.
@@ -34,7 +36,7 @@ from ernie_qat.config import Config, ConfigError, differences, flat_dict, load_c
 from ernie_qat.errors import UserError, did_you_mean
 
 SUITE_KEYS = ("base", "output_dir", "seeds", "overrides", "baseline", "fp32", "axes")
-VALUE_KEYS = ("overrides", "tool")
+VALUE_KEYS = ("overrides", "tool", "base")
 TOOLS = ("train", "ptq")
 SET_BY_SUITE = ("train.output_dir", "train.seed")  # each cell's, from `output_dir` and `seeds`
 NAME = re.compile(r"[A-Za-z0-9_.+]+")  # axis and value names: parts of folder names joined by "-"
@@ -48,6 +50,7 @@ class SuiteError(UserError):
 class AxisValue:
     overrides: List[str]
     tool: str = "train"  # train: tools/train.py; ptq: tools/ptq.py
+    base: str = ""       # the config its cells start from; "" = the suite's `base`
 
 
 @dataclass
@@ -68,6 +71,7 @@ class Cell:
     values: Dict[str, str]        # axis -> value
     seed: int
     tool: str                     # train | ptq
+    base: str                     # the config file its overrides apply to
     overrides: List[str]          # its -o overrides, train.output_dir and train.seed last
     folder: Path
     cfg: Config
@@ -101,9 +105,7 @@ def load_suite(path) -> Suite:
     for key in ("base", "output_dir", "seeds"):
         if key not in data:
             raise SuiteError(f"{path}: `{key}` is required")
-    base = _text(data["base"], "base", path)
-    if not Path(base).is_file():
-        raise SuiteError(f"{path}: `base` {base}: no such file (paths are relative to the working directory)")
+    base = _base(data["base"], "base", path)
     seeds = data["seeds"]
     if not isinstance(seeds, list) or not seeds or not all(type(s) is int and s >= 0 for s in seeds) \
             or len(set(seeds)) < len(seeds):
@@ -130,14 +132,20 @@ def cells(suite: Suite) -> List[Cell]:
     for combination in itertools.product(*(values.items() for values in suite.axes.values())):
         values = {axis: name for axis, (name, _) in zip(suite.axes, combination)}
         tool = "ptq" if any(value.tool == "ptq" for _, value in combination) else "train"
+        named = [(f"axes.{axis}.{name}.base", value.base) for axis, (name, value) in zip(suite.axes, combination)
+                 if value.base]
+        base = named[0][1] if named else suite.base
         for seed in suite.seeds[:1] if tool == "ptq" else suite.seeds:
             name = "-".join([values[axis] for axis in varied] + [f"s{seed}"])
             folder = suite.output_dir / name
             own = suite.overrides + [item for _, value in combination for item in value.overrides]
             overrides = [item.replace("{seed}", str(seed)).replace("{dataset}", values.get("dataset", ""))
                          for item in own] + [f"train.output_dir={folder}", f"train.seed={seed}"]
+            if len(named) > 1:
+                raise SuiteError(f"{suite.path}: cell `{name}`: `{named[0][0]}` and `{named[1][0]}` each name its "
+                                 "base config; name it on one axis only")
             try:
-                cfg = load_config(suite.base, overrides)
+                cfg = load_config(base, overrides)
             except ConfigError as exc:
                 raise SuiteError(f"{suite.path}: cell `{name}`: {exc}") from None
             if tool == "ptq" and not cfg.ptq.checkpoint:
@@ -146,7 +154,7 @@ def cells(suite: Suite) -> List[Cell]:
             if not (cfg.data.test_file or cfg.data.dataset):
                 raise SuiteError(f"{suite.path}: cell `{name}` has no test split, on which cells are compared: "
                                  "set `data.test_file` or `data.dataset`")
-            found.append(Cell(name, values, seed, tool, overrides, folder, cfg))
+            found.append(Cell(name, values, seed, tool, base, overrides, folder, cfg))
     return found
 
 
@@ -204,6 +212,14 @@ def _text(value, where: str, path: Path) -> str:
     return value
 
 
+def _base(value, where: str, path: Path) -> str:
+    """A config file that exists, relative to the working directory."""
+    base = _text(value, where, path)
+    if not Path(base).is_file():
+        raise SuiteError(f"{path}: `{where}` {base}: no such file (paths are relative to the working directory)")
+    return base
+
+
 def _overrides(value, where: str, path: Path) -> List[str]:
     """A list of `section.key=value` overrides (None: none); the keys the suite sets are refused."""
     if value is None:
@@ -238,7 +254,8 @@ def _axes(data, path: Path) -> Dict[str, Dict[str, AxisValue]]:
                 tool = value.get("tool", "train")
                 if tool not in TOOLS:
                     raise SuiteError(f"{path}: `{where}.tool` must be one of {list(TOOLS)}, got {tool!r}")
-                axes[axis][name] = AxisValue(_overrides(value.get("overrides"), where + ".overrides", path), tool)
+                base = _base(value["base"], where + ".base", path) if "base" in value else ""
+                axes[axis][name] = AxisValue(_overrides(value.get("overrides"), where + ".overrides", path), tool, base)
             else:
                 axes[axis][name] = AxisValue(_overrides(value, where, path))
     return axes
