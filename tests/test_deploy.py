@@ -72,7 +72,18 @@ def test_predict_gives_one_prediction_per_text_in_order(predictor):
         assert alone.probabilities == pytest.approx(p.probabilities, abs=1e-5)
 
 
+def test_predict_gives_a_text_that_is_not_unicode_its_own_error(predictor):
+    predictions = predictor.predict(["good \ud800 film", "good film"], [None, "\udfff"])
+    assert [p.error for p in predictions] == ["the text is not valid Unicode (a lone surrogate)",
+                                              "the text_pair is not valid Unicode (a lone surrogate)"]
+    assert predictor.predict(["good \ud800 film", "good film"])[1] == predictor.predict(["good film"])[0]
+
+
 def test_predict_rejects_what_is_not_a_list_of_texts(predictor):
+    with pytest.raises(DeployError, match=r"`texts` must be a list of strings, got a dict"):
+        predictor.predict({"good film": 1})
+    with pytest.raises(DeployError, match=r"`texts` must be a list of strings, got a set"):
+        predictor.predict({"good film", "bad film"})
     with pytest.raises(DeployError, match=r"3 texts but 1 text_pairs"):
         predictor.predict(["good film", "bad film", "nice"], ["x"])
     with pytest.raises(DeployError, match=r"`texts` must be a list of strings, got one str; pass \[text\]"):

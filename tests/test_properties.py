@@ -69,6 +69,8 @@ def consistent(data: dict) -> dict:
             data[section][name] = on[0]
     if not data["distill"].get("teacher"):
         data["distill"]["teacher"] = "teacher"
+    if not data.setdefault("train", {}).get("max_grad_norm", 1.0) > 0:  # gradient clipping, for train.grad_clip
+        data["train"]["max_grad_norm"] = 1.0
     return data
 
 

@@ -4,6 +4,7 @@
     python tools/benchmark.py --shape ernie-base --batch 8 --seq-len 128 --threads 2 --ort
     python tools/benchmark.py --model deploy/r8_int8 --fp32-model deploy/r8_fp32 --json bench.json --png bench.png
     python tools/benchmark.py --train --shape minilm --batch 32 --seq-len 128 --threads 2 --json train.json
+    python tools/benchmark.py --traffic mr:test --model deploy/mr_int8 --fp32-model deploy/mr_fp32 --clients 1 2 --length-bucket 1 16
 
 --model takes a deployment folder written by tools/export.py (repeatable). An INT8 export is also
 timed at FP32 (its fake-quant graph runs in FP32) unless --fp32-model pairs it with an FP32 export
@@ -22,6 +23,14 @@ set to its threads: load_s is the time to construct it, rss_mb the resident memo
 after loading and one call at the largest --batch and --seq-len, less the peak after the imports;
 the JSON keeps both, peak_rss_mb and baseline_rss_mb, in MB of 10^6 bytes). --no-memory skips these
 child processes (one per engine and thread count); the columns then show "-".
+
+--traffic DATA replays a split's texts (DATA as tools/infer.py --input takes it; the i-th --traffic goes to the
+i-th --model) in their order and real lengths, one text per call, tokenization included, with --clients
+concurrent clients (default 1 2; threads // clients math threads each), for paddle-int8, paddle-fp32 (the
+paired --fp32-model) and ONNX Runtime INT8/FP32 of the FP32 export: latency p50/p90/p99 per text, throughput
+(texts/s), load time and resident memory after the replay, each in a fresh process
+(ernie_qat/benchmark/traffic.py). --length-bucket and --executor compare the Paddle predictor's settings
+(one row each); --limit N replays the first N texts only.
 
 --train times one real training step (forward, backward, AdamW with clipping; random-weight model
 of --shape, default minilm; 8 labels; dropout 0.1) for paddle-fp32, paddle-qat (PaddleSlim
@@ -88,7 +97,7 @@ def collect_models(args, parser) -> dict:
             dirs["fp32"] = Path(args.fp32_model[i])
         name = Path(folder).resolve().name
         models[name if name not in models else f"{name}#{i + 1}"] = dirs
-    for shape in dict.fromkeys(args.shape):
+    for shape in dict.fromkeys(args.shape or []):
         print(f"preparing synthetic {shape} model (built and exported on first use, then cached)", file=sys.stderr)
         models[shape] = synthetic_deploy_dirs(shape)
     return models
@@ -117,11 +126,22 @@ def main() -> None:
                         help="measure load time and peak memory of each engine in a child process")
     parser.add_argument("--json", metavar="PATH", help="write rows and machine info as JSON")
     parser.add_argument("--png", metavar="PATH", help="write a p50 latency bar chart")
+    parser.add_argument("--traffic", action="append", default=[], metavar="DATA",
+                        help="replay this split's texts on the --model of the same position (repeatable)")
+    parser.add_argument("--clients", nargs="+", type=cli.positive_int, help="--traffic: concurrent clients "
+                        "(default 1 2)")
+    parser.add_argument("--limit", type=cli.positive_int, help="--traffic: replay the first N texts only")
+    parser.add_argument("--length-bucket", nargs="+", type=cli.positive_int,
+                        help="--traffic: the Paddle predictor's length buckets to compare (default: the predictor's)")
+    parser.add_argument("--executor", nargs="+", choices=["old", "new"], help="--traffic: Paddle Inference's "
+                        "executors to compare (default old)")
     parser.add_argument("--train", action="store_true",
                         help="time training steps (paddle FP32 / QAT / frozen embeddings, torch) instead of inference")
     args = parser.parse_args()
     if args.train:
         return train_main(args, parser)
+    if args.traffic:
+        return traffic_main(args, parser)
     defaults = {"shape": [], "batch": [1, 8, 32], "seq_len": [64, 128], "threads": [1, 2], "runs": 20, "warmup": 2}
     for key, value in defaults.items():
         if getattr(args, key) is None:
@@ -154,6 +174,52 @@ def main() -> None:
     if args.png:
         plot(rows, args.png)
         print(f"wrote {args.png}", file=sys.stderr)
+
+
+def traffic_main(args, parser) -> None:
+    """--traffic: replay each split's texts on its model's engines, for every thread count and client count."""
+    if len(args.traffic) != len(args.model) or args.shape or args.train:
+        parser.error("--traffic replays real texts: give one --model (and optionally one --fp32-model) per --traffic")
+    from ernie_qat.benchmark.inference import onnx_models, ort_available, text_table
+    from ernie_qat.benchmark.traffic import replay
+    from ernie_qat.data.loader import read_examples
+    from ernie_qat.data.sources import data_file
+    threads_list, clients_list = args.threads or [1, 2], args.clients or [1, 2]
+    models = collect_models(args, parser)
+    no_ort = ort_available() if args.ort else "--no-ort"
+    if no_ort and args.ort:
+        print(f"note: {no_ort}", file=sys.stderr)
+    from ernie_qat.deploy.predictor import LENGTH_BUCKET
+    buckets, executors = args.length_bucket or [LENGTH_BUCKET], args.executor or ["old"]
+    rows = []
+    for data, (name, dirs) in zip(args.traffic, models.items()):
+        texts = [e.text for e in read_examples(data_file(data), require_label=False)][:args.limit]
+        runs = [(f"paddle-{p}", d, bucket, executor) for executor in executors for bucket in buckets
+                for p, d in dirs.items() if not (p == "fp32" and dirs["fp32"] == dirs.get("int8"))]
+        if not no_ort:
+            onnx = onnx_models(dirs["fp32"])
+            runs += [("ort-int8", onnx["int8"], None, None), ("ort-fp32", onnx["fp32"], None, None)]
+        for threads in threads_list:
+            for clients in [c for c in clients_list if c <= threads]:
+                for engine, path, bucket, executor in runs:
+                    print(f"{name} {data}: {engine}, {threads} threads, {clients} clients, {len(texts)} texts"
+                          + (f", length bucket {bucket}, {executor} executor" if bucket else ""), file=sys.stderr)
+                    measured = replay(engine, path, texts, dirs["fp32"], threads, clients, length_bucket=bucket,
+                                      executor=executor or "old")
+                    rows.append({"model": name, "data": data, "engine": engine, "threads": threads,
+                                 "clients": clients, "length_bucket": bucket, "executor": executor, **measured})
+    columns = [("model", "{}"), ("data", "{}"), ("engine", "{}"), ("threads", "{}"), ("clients", "{}"),
+               ("length_bucket", "{}"), ("executor", "{}"), ("p50_ms", "{:.2f}"), ("p90_ms", "{:.2f}"), ("p99_ms", "{:.2f}"), ("throughput", "{:.1f}"),
+               ("load_s", "{:.2f}"), ("rss_mb", "{:.0f}")]
+    print("\n".join(text_table(columns, rows)))
+    if args.json:
+        settings = {"traffic": args.traffic, "threads": threads_list, "clients": clients_list, "limit": args.limit,
+                    "length_bucket": buckets, "executor": executors}
+        report = {"mode": "traffic", "machine": machine_info(), "settings": settings,
+                  "models": {name: {p: str(d) for p, d in dirs.items()} for name, dirs in models.items()},
+                  "rows": rows}
+        write_json(args.json, report)
+        print(f"wrote {args.json}", file=sys.stderr)
 
 
 def train_main(args, parser) -> None:

@@ -32,7 +32,7 @@ import paddle
 
 import ernie_qat
 from ernie_qat.atomic import write_json
-from ernie_qat.deploy import MODEL_PREFIX, DeployError, Predictor, encode_texts, read_deploy_config
+from ernie_qat.deploy import MODEL_PREFIX, DeployError, Predictor, WordPieceTokenizer, read_deploy_config
 from ernie_qat.env import cache_dir
 from ernie_qat.plots import pyplot, write_png
 
@@ -181,22 +181,21 @@ def time_predictor(predictor: Predictor, batch: int, seq_len: int, runs: int = 2
 def random_texts(tokenizer, rng: np.random.Generator, batch: int, seq_len: int) -> List[str]:
     """`batch` texts of seq_len - 2 random whole-word vocabulary entries each: with [CLS] and [SEP],
     seq_len tokens for a vocabulary whose words are single tokens (the synthetic ones), about that for others."""
-    words = [w for w in tokenizer.vocab.token_to_idx if not w.startswith(("[", "##")) and w.isalnum()]
+    words = [w for w in tokenizer.vocab if not w.startswith(("[", "##")) and w.isalnum()]
     return [" ".join(rng.choice(words, size=max(seq_len - 2, 1))) for _ in range(batch)]
 
 
 def time_tokenizer(deploy_dir, batches: Sequence[int], seq_lens: Sequence[int], runs: int = 20,
                    warmup: int = 5) -> Dict[tuple, float]:
     """{(batch, seq_len): p50 ms} to tokenize a batch of `random_texts` as `Predictor.predict` does
-    (`deploy.encode_texts`), with the tokenizer of a deployment folder."""
-    from paddlenlp.transformers import ErnieTokenizer
-    tokenizer = ErnieTokenizer.from_pretrained(str(deploy_dir))
+    (`WordPieceTokenizer.encode`), with the tokenizer of a deployment folder."""
+    tokenizer = WordPieceTokenizer.from_folder(deploy_dir)
     max_seq_len = read_deploy_config(deploy_dir)["max_seq_len"]
     times = {}
     for batch in batches:
         for seq_len in seq_lens:
             texts = random_texts(tokenizer, np.random.default_rng(0), batch, seq_len)
-            times[batch, seq_len] = time_callable(encode_texts, (tokenizer, max_seq_len, texts), batch, runs,
+            times[batch, seq_len] = time_callable(tokenizer.encode, (texts, None, max_seq_len), batch, runs,
                                                   warmup)["p50_ms"]
     return times
 

@@ -47,18 +47,26 @@ def encode_text(tokenizer, max_seq_len: int, text: str, pair: Optional[str] = No
 
 
 def _first_tokens(tokenizer, text: str, count: int) -> List[str]:
-    """The tokens of `text`, or more than `count` of its first tokens.
+    """The tokens of `text`, or more than `count` of its first tokens (`first_pieces`), for a PaddleNLP tokenizer."""
+    cuts = cut_patterns("".join(tokenizer.all_special_tokens), tokenizer.wordpiece_tokenizer.max_input_chars_per_word)
+    return first_pieces(tokenizer.tokenize, text, count, cuts)
 
-    Those are the tokens of a prefix cut where the tokenizer ends a word whatever follows: before a space, tab or
-    newline, a CJK character (a word of its own) or an ASCII punctuation mark that no special token holds. The prefix
-    is CHARS_PER_TOKEN * count characters or more, doubled until it has enough tokens. A run of ASCII letters and
-    digits longer than WordPiece's max_input_chars_per_word is [UNK] however long it is, so it is shortened first.
+
+def first_pieces(tokenize: Callable[[str], list], text: str, count: int,
+                 cuts: Tuple["re.Pattern", "re.Pattern"]) -> list:
+    """`tokenize(text)`, or more than `count` of its first items.
+
+    Those are the tokens of a prefix cut where the tokenizer ends a word whatever follows (`cut_patterns`): before a
+    space, tab or newline, a CJK character (a word of its own) or an ASCII punctuation mark that no special token
+    holds. The prefix is CHARS_PER_TOKEN * count characters or more, doubled until it has enough tokens. A run of ASCII
+    letters and digits longer than WordPiece's max_input_chars_per_word is [UNK] however long it is, so it is
+    shortened first.
     """
-    cuts, long_word = _cut_patterns(tokenizer)
+    cut_at, long_word = cuts
     size = CHARS_PER_TOKEN * count
     while True:
-        cut = cuts.search(text, size) if size < len(text) else None
-        tokens = tokenizer.tokenize(long_word.sub(r"\1", text if cut is None else text[:cut.start()]))
+        cut = cut_at.search(text, size) if size < len(text) else None
+        tokens = tokenize(long_word.sub(r"\1", text if cut is None else text[:cut.start()]))
         if cut is None or len(tokens) > count:
             return tokens
         size = 2 * cut.start()
@@ -84,14 +92,12 @@ def eval_batches(lengths: Sequence[int], batch_size: int) -> List[List[int]]:
 
 
 @functools.lru_cache(maxsize=8)
-def _cut_patterns(tokenizer) -> Tuple["re.Pattern", "re.Pattern"]:
-    """(where `_first_tokens` may cut a text, a run of ASCII letters and digits longer than a word can be) for
-    `tokenizer`: built once per tokenizer, not per text."""
-    specials = "".join(tokenizer.all_special_tokens)
-    marks = re.escape("".join(c for c in string.punctuation if c not in specials))
-    longest = tokenizer.wordpiece_tokenizer.max_input_chars_per_word + 1
+def cut_patterns(special_tokens: str, max_word_chars: int) -> Tuple["re.Pattern", "re.Pattern"]:
+    """(where `first_pieces` may cut a text, a run of ASCII letters and digits longer than a word can be) for a
+    tokenizer whose special tokens hold the characters of `special_tokens`: built once, not per text."""
+    marks = re.escape("".join(c for c in string.punctuation if c not in special_tokens))
     return (re.compile(f"[ \\t\\n\\r{marks}{CJK}]"),
-            re.compile(f"([A-Za-z0-9]{{{longest}}})[A-Za-z0-9]+"))
+            re.compile(f"([A-Za-z0-9]{{{max_word_chars + 1}}})[A-Za-z0-9]+"))
 
 
 def collate(items: Sequence[Encoded], pad_token_id: int, width: Optional[int] = None) -> dict:

@@ -23,11 +23,20 @@ NUMPY_TYPES = {VarType.BOOL: np.bool_, VarType.UINT8: np.uint8, VarType.INT8: np
                VarType.FP64: np.float64}
 DTYPE_BYTES = {**{t: np.dtype(n).itemsize for t, n in NUMPY_TYPES.items()}, VarType.BF16: 2}
 PADDLE_TYPES = {np.dtype(n): t for t, n in NUMPY_TYPES.items()}
+# Paddle 3 renamed the LoD tensor to the dense tensor in the program's protocol buffers: same type value (7), same
+# field number; the names differ, so both are read by whichever name the installed Paddle has
+DENSE_TENSOR = getattr(VarType, "DENSE_TENSOR", None) or VarType.LOD_TENSOR
+DENSE_TENSOR_FIELD = "dense_tensor" if "dense_tensor" in VarType.DESCRIPTOR.fields_by_name else "lod_tensor"
 
 
 def stored_vars(program: ProgramDesc) -> List[VarDesc]:
     """VarDescs of the program's stored tensors: the persistable LoD tensors of its main block."""
-    return [v for v in program.blocks[0].vars if v.persistable and v.type.type == VarType.LOD_TENSOR]
+    return [v for v in program.blocks[0].vars if v.persistable and v.type.type == DENSE_TENSOR]
+
+
+def stored_tensor_desc(var: VarDesc) -> VarType.TensorDesc:
+    """The data type and shape of a stored tensor's VarDesc."""
+    return getattr(var.type, DENSE_TENSOR_FIELD).tensor
 
 
 def persistable_names(program: ProgramDesc) -> List[str]:

@@ -1,0 +1,133 @@
+"""Real traffic: a split's texts replayed in their order and lengths, tokenization included, one text per call.
+
+Each (engine, threads, clients) runs in a fresh process with OMP_NUM_THREADS set: it loads the engine (timed),
+replays `warmup` texts untimed, then every text, each call timed from the text to its logits. `clients` threads
+send texts at once, each with its own predictor (a `Predictor.clone()`, weights shared) or the one ONNX Runtime
+session (thread-safe), with threads // clients math threads each. Paddle pads each text to its length bucket
+(`Predictor.length_bucket`; warmed up at load); ONNX Runtime runs each text at its own length, its fastest. The
+tokenizer is the same (ernie_qat.deploy.tokenizer). Memory is the process's resident memory after the replay, less
+after the imports: every shape the traffic produced is in it.
+
+Example:
+    replay("paddle-int8", "deploy/mr_int8", texts, tokenizer_dir="deploy/mr_int8", threads=2, clients=1)
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+from ernie_qat.atomic import write_json
+from ernie_qat.benchmark.inference import BenchmarkError, ort_runner
+
+CHILD = ("from ernie_qat import cli; from ernie_qat.benchmark.traffic import _replay_child as m; cli.run(m)")
+WARMUP_TEXTS = 20
+
+
+def replay(engine: str, path, texts: Sequence[str], tokenizer_dir, threads: int, clients: int = 1,
+           warmup: int = WARMUP_TEXTS, length_bucket: Optional[int] = None, executor: str = "old") -> dict:
+    """Latency and footprint of `engine` ("paddle-int8", "paddle-fp32": a deployment folder; "ort-int8",
+    "ort-fp32": an .onnx file) on `texts`, measured in a child process (see the module's docstring).
+
+    Returns {"p50_ms", "p90_ms", "p99_ms", "mean_ms", "throughput": texts/s, "texts", "load_s",
+    "rss_mb": resident MB (10^6 bytes) after the replay less after the imports, "baseline_rss_mb"}.
+
+    Raises:
+        BenchmarkError: the child failed, quoting the end of its stderr.
+    """
+    args = {"engine": engine, "path": str(path), "texts": list(texts), "tokenizer_dir": str(tokenizer_dir),
+            "threads": threads, "clients": clients, "warmup": warmup, "length_bucket": length_bucket,
+            "executor": executor}
+    with tempfile.TemporaryDirectory() as tmp:
+        arguments, out = Path(tmp) / "args.json", Path(tmp) / "measured.json"
+        arguments.write_text(json.dumps(args))
+        result = subprocess.run([sys.executable, "-c", CHILD, str(arguments), str(out)],
+                                env={**os.environ, "OMP_NUM_THREADS": str(max(1, threads // clients))},
+                                capture_output=True, text=True, errors="replace")
+        if result.returncode != 0 or not out.exists():
+            tail = "\n".join("    " + line for line in (result.stderr.strip() or result.stdout.strip()).splitlines()[-8:])
+            raise BenchmarkError(f"{engine} on `{path}` ({threads} threads, {clients} clients): the replay failed "
+                                 f"(exit code {result.returncode}); its stderr ends with:\n{tail or '(nothing)'}")
+        return json.loads(out.read_text())
+
+
+def _replay_child() -> None:
+    """`replay`'s child: sys.argv[1] its arguments (JSON file), sys.argv[2] the file to write the results to."""
+    args = json.loads(Path(sys.argv[1]).read_text())
+    if args["engine"].startswith("ort"):
+        import onnxruntime  # noqa: F401 -- an import, counted in the baseline like paddle's
+    from ernie_qat.deploy import Predictor, WordPieceTokenizer, read_deploy_config
+    from ernie_qat.deploy.predictor import LENGTH_BUCKET
+    baseline = _rss_mb()
+    per_client = max(1, args["threads"] // args["clients"])
+    start = time.perf_counter()
+    if args["engine"].startswith("paddle"):
+        predictor = Predictor(args["path"], precision=args["engine"].split("-")[1], threads=per_client,
+                              batch_size=1, warmup=True, executor=args["executor"],
+                              length_bucket=args["length_bucket"] or LENGTH_BUCKET)
+        calls = [_paddle_call(predictor if i == 0 else predictor.clone()) for i in range(args["clients"])]
+    else:
+        tokenizer = WordPieceTokenizer.from_folder(args["tokenizer_dir"])
+        max_seq_len = read_deploy_config(args["tokenizer_dir"])["max_seq_len"]
+        run = ort_runner(args["path"], per_client)
+        calls = [_ort_call(tokenizer, max_seq_len, run)] * args["clients"]
+    load_s = time.perf_counter() - start
+    texts = args["texts"]
+    for text in texts[:args["warmup"]]:
+        calls[0](text)
+    seconds, wall = _replay(calls, texts)
+    ms = np.array(seconds) * 1e3
+    write_json(sys.argv[2], {
+        "p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
+        "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean()), "throughput": len(texts) / wall,
+        "texts": len(texts), "load_s": load_s, "rss_mb": _rss_mb() - baseline, "baseline_rss_mb": baseline})
+
+
+def _paddle_call(predictor):
+    return lambda text: predictor.predict_logits(predictor.encode([text]))
+
+
+def _ort_call(tokenizer, max_seq_len: int, run):
+    def call(text):
+        item = tokenizer.encode([text], max_seq_len=max_seq_len)[0]
+        return run(np.array([item.input_ids], dtype=np.int64), np.array([item.token_type_ids], dtype=np.int64))
+    return call
+
+
+def _replay(calls: List, texts: Sequence[str]):
+    """(seconds of each call, wall seconds of the whole replay): len(calls) threads take the texts in order."""
+    seconds = [0.0] * len(texts)
+    position = iter(range(len(texts)))
+    lock = threading.Lock()
+
+    def client(call):
+        while True:
+            with lock:
+                index = next(position, None)
+            if index is None:
+                return
+            start = time.perf_counter()
+            call(texts[index])
+            seconds[index] = time.perf_counter() - start
+
+    threads = [threading.Thread(target=client, args=(call,)) for call in calls]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return seconds, time.perf_counter() - start
+
+
+def _rss_mb() -> float:
+    """This process's resident memory now (VmRSS, Linux) in MB (10^6 bytes)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024 / 1e6
+    raise BenchmarkError("/proc/self/status has no VmRSS line: memory is measured on Linux only")
