@@ -133,8 +133,8 @@ def main() -> None:
     parser.add_argument("--limit", type=cli.positive_int, help="--traffic: replay the first N texts only")
     parser.add_argument("--length-bucket", nargs="+", type=cli.positive_int,
                         help="--traffic: the Paddle predictor's length buckets to compare (default: the predictor's)")
-    parser.add_argument("--executor", nargs="+", choices=["old", "new"], help="--traffic: Paddle Inference's "
-                        "executors to compare (default old)")
+    parser.add_argument("--executor", nargs="+", choices=["auto", "old", "new"], help="--traffic: Paddle Inference's "
+                        "executors to compare (default auto: new at 1 thread, old at more)")
     parser.add_argument("--train", action="store_true",
                         help="time training steps (paddle FP32 / QAT / frozen embeddings, torch) instead of inference")
     args = parser.parse_args()
@@ -190,7 +190,7 @@ def traffic_main(args, parser) -> None:
     if no_ort and args.ort:
         print(f"note: {no_ort}", file=sys.stderr)
     from ernie_qat.deploy.predictor import LENGTH_BUCKET
-    buckets, executors = args.length_bucket or [LENGTH_BUCKET], args.executor or ["old"]
+    buckets, executors = args.length_bucket or [LENGTH_BUCKET], args.executor or ["auto"]
     rows = []
     for data, (name, dirs) in zip(args.traffic, models.items()):
         texts = [e.text for e in read_examples(data_file(data), require_label=False)][:args.limit]
@@ -205,7 +205,7 @@ def traffic_main(args, parser) -> None:
                     print(f"{name} {data}: {engine}, {threads} threads, {clients} clients, {len(texts)} texts"
                           + (f", length bucket {bucket}, {executor} executor" if bucket else ""), file=sys.stderr)
                     measured = replay(engine, path, texts, dirs["fp32"], threads, clients, length_bucket=bucket,
-                                      executor=executor or "old")
+                                      executor=executor or "auto")
                     rows.append({"model": name, "data": data, "engine": engine, "threads": threads,
                                  "clients": clients, "length_bucket": bucket, "executor": executor, **measured})
     columns = [("model", "{}"), ("data", "{}"), ("engine", "{}"), ("threads", "{}"), ("clients", "{}"),

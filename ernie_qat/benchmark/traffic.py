@@ -31,12 +31,13 @@ WARMUP_TEXTS = 20
 
 
 def replay(engine: str, path, texts: Sequence[str], tokenizer_dir, threads: int, clients: int = 1,
-           warmup: int = WARMUP_TEXTS, length_bucket: Optional[int] = None, executor: str = "old") -> dict:
+           warmup: int = WARMUP_TEXTS, length_bucket: Optional[int] = None, executor: str = "auto") -> dict:
     """Latency and footprint of `engine` ("paddle-int8", "paddle-fp32": a deployment folder; "ort-int8",
     "ort-fp32": an .onnx file) on `texts`, measured in a child process (see the module's docstring).
 
     Returns {"p50_ms", "p90_ms", "p99_ms", "mean_ms", "throughput": texts/s, "texts", "load_s",
-    "rss_mb": resident MB (10^6 bytes) after the replay less after the imports, "baseline_rss_mb"}.
+    "rss_mb": resident MB (10^6 bytes) after the replay less after the imports, "baseline_rss_mb"}, and for Paddle
+    the predictor's "executor" and "length_bucket".
 
     Raises:
         BenchmarkError: the child failed, quoting the end of its stderr.
@@ -72,11 +73,13 @@ def _replay_child() -> None:
                               batch_size=1, warmup=True, executor=args["executor"],
                               length_bucket=args["length_bucket"] or LENGTH_BUCKET)
         calls = [_paddle_call(predictor if i == 0 else predictor.clone()) for i in range(args["clients"])]
+        engine = {"executor": predictor.executor, "length_bucket": predictor.length_bucket}
     else:
         tokenizer = WordPieceTokenizer.from_folder(args["tokenizer_dir"])
         max_seq_len = read_deploy_config(args["tokenizer_dir"])["max_seq_len"]
         run = ort_runner(args["path"], per_client)
         calls = [_ort_call(tokenizer, max_seq_len, run)] * args["clients"]
+        engine = {}
     load_s = time.perf_counter() - start
     texts = args["texts"]
     for text in texts[:args["warmup"]]:
@@ -86,7 +89,8 @@ def _replay_child() -> None:
     write_json(sys.argv[2], {
         "p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
         "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean()), "throughput": len(texts) / wall,
-        "texts": len(texts), "load_s": load_s, "rss_mb": _rss_mb() - baseline, "baseline_rss_mb": baseline})
+        "texts": len(texts), "load_s": load_s, "rss_mb": _rss_mb() - baseline, "baseline_rss_mb": baseline,
+        **engine})
 
 
 def _paddle_call(predictor):

@@ -33,8 +33,10 @@ from ernie_qat.deploy.tokenizer import WordPieceTokenizer
 from ernie_qat.env import native_output_to
 from ernie_qat.quant.int8_storage import float_weight_files
 
-LENGTH_BUCKET = 16  # tokens; chosen by measurement (docs/deployment.md)
-EXECUTORS = ("old", "new")  # Paddle Inference's executors; "new" runs with tensor garbage collection off
+LENGTH_BUCKET = 32  # tokens; chosen by measurement on MR and R8 (docs/deployment.md)
+# Paddle Inference's executors: "new" runs with tensor garbage collection off; "auto" takes it where it was measured
+# faster (docs/deployment.md): at 1 thread (batch 1: 7-18% lower p50), not at 2 (7-9% higher), alike at batch 16
+EXECUTORS = ("auto", "old", "new")
 
 
 @dataclass
@@ -68,8 +70,9 @@ class Predictor:
         length_bucket: pad each batch to a multiple of this many tokens (at most max_seq_len); 1 pads to the
             batch's longest text only.
         warmup: run every bucket's shape once at load (batch 1), so no request pays a first call.
-        executor: "old" or "new" (Paddle's new executor; it turns off tensor garbage collection for the whole
-            process, FLAGS_eager_delete_tensor_gb=-1, without which it is slower). docs/deployment.md compares them.
+        executor: "old", "new" (Paddle's new executor; it turns off tensor garbage collection for the whole
+            process, FLAGS_eager_delete_tensor_gb=-1, without which it is slower) or "auto": new at 1 thread, old
+            at more, as measured (docs/deployment.md).
 
     Raises:
         DeployError, DamagedFileError: the folder is missing, incomplete or damaged, naming the file.
@@ -77,7 +80,7 @@ class Predictor:
 
     def __init__(self, deploy_dir, precision: Optional[str] = None, threads: Optional[int] = None,
                  batch_size: int = 32, passes: bool = True, length_bucket: int = LENGTH_BUCKET,
-                 warmup: bool = False, executor: str = "old"):
+                 warmup: bool = False, executor: str = "auto"):
         self.folder = Path(deploy_dir)
         if not self.folder.is_dir():
             missing = "does not exist" if not self.folder.exists() else "is not a folder"
@@ -103,7 +106,7 @@ class Predictor:
         self.passes = passes
         self.max_seq_len = self.deploy["max_seq_len"]
         self.length_bucket = length_bucket
-        self.executor = executor
+        self.executor = executor if executor != "auto" else "new" if self.threads == 1 else "old"
         self.labels = load_labels(self.folder)
         try:
             self.tokenizer = WordPieceTokenizer.from_folder(self.folder)
