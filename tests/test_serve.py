@@ -18,26 +18,30 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import ROOT, make_toy_task, one_error_line, run_here, trained
+import deploy_fixtures
+from conftest import ROOT, one_error_line, run_here
 from ernie_qat.deploy import Predictor
 from ernie_qat.deploy.server import ServerConfig, create_app
 from ernie_qat.errors import UserError
-from ernie_qat.export import export
 
 NO_TOKENS = "\x00\x01"
 EDGE_TEXTS = ["", "  ", NO_TOKENS, "good " * 100, "a very nice movie and the acting was superb"]
 
 
 @pytest.fixture(scope="module")
-def task(tmp_path_factory):
-    return make_toy_task(tmp_path_factory.mktemp("toy"))
+def fixtures(tmp_path_factory):
+    """tests/deploy_fixtures.py: a one-layer toy model's FP32 export, exported on Paddle 2.6.2, and its task."""
+    return deploy_fixtures.fixtures(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
-def deploy(task):
-    """An FP32 export of a one-layer toy model trained for one epoch."""
-    checkpoint = trained(task, "fp32", "train.epochs=1", "model.random.num_hidden_layers=1")
-    return export(checkpoint, task["dir"] / "deploy", "fp32")
+def task(fixtures):
+    return {"dir": fixtures / "toy"}
+
+
+@pytest.fixture(scope="module")
+def deploy(fixtures):
+    return fixtures / "fp32"
 
 
 @pytest.fixture(scope="module")

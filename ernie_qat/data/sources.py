@@ -2,8 +2,6 @@
 from pathlib import Path
 from typing import Dict, List
 
-from sklearn.model_selection import train_test_split
-
 from ernie_qat.config import DataConfig
 from ernie_qat.data.loader import Example, read_examples
 
@@ -35,6 +33,7 @@ def data_file(spec) -> Path:
 
 
 def _hold_out(examples: List[Example], fraction: float, seed: int):
+    from sklearn.model_selection import train_test_split  # training only: `data_file` serves the deploy tools too
     labels = [e.label for e in examples]
     stratify = labels if min(labels.count(x) for x in set(labels)) >= 2 else None
     return train_test_split(examples, test_size=fraction, random_state=seed, stratify=stratify)

@@ -108,6 +108,7 @@ class Predictor:
         self.length_bucket = length_bucket
         self.executor = executor if executor != "auto" else "new" if self.threads == 1 else "old"
         self.labels = load_labels(self.folder)
+        self._clones = []
         try:
             self.tokenizer = WordPieceTokenizer.from_folder(self.folder)
         except (OSError, ValueError) as exc:
@@ -133,6 +134,9 @@ class Predictor:
         runs one batch at a time)."""
         other = copy.copy(self)
         other._predictor = self._predictor.clone()
+        # On Paddle 3.3.1 destroying a clone frees tensors its source still runs on ("Tensor holds no memory"):
+        # the clones' Paddle predictors live as long as the source (tests/test_deploy_runtime.py)
+        self._clones.append(other._predictor)
         return other
 
     def bucket_widths(self) -> List[int]:
