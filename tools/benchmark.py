@@ -184,12 +184,12 @@ def traffic_main(args, parser) -> None:
     from ernie_qat.benchmark.traffic import replay
     from ernie_qat.data.loader import read_examples
     from ernie_qat.data.sources import data_file
+    from ernie_qat.deploy.predictor import LENGTH_BUCKET
     threads_list, clients_list = args.threads or [1, 2], args.clients or [1, 2]
     models = collect_models(args, parser)
     no_ort = ort_available() if args.ort else "--no-ort"
     if no_ort and args.ort:
         print(f"note: {no_ort}", file=sys.stderr)
-    from ernie_qat.deploy.predictor import LENGTH_BUCKET
     buckets, executors = args.length_bucket or [LENGTH_BUCKET], args.executor or ["auto"]
     rows = []
     for data, (name, dirs) in zip(args.traffic, models.items()):
@@ -209,8 +209,8 @@ def traffic_main(args, parser) -> None:
                     rows.append({"model": name, "data": data, "engine": engine, "threads": threads,
                                  "clients": clients, "length_bucket": bucket, "executor": executor, **measured})
     columns = [("model", "{}"), ("data", "{}"), ("engine", "{}"), ("threads", "{}"), ("clients", "{}"),
-               ("length_bucket", "{}"), ("executor", "{}"), ("p50_ms", "{:.2f}"), ("p90_ms", "{:.2f}"), ("p99_ms", "{:.2f}"), ("throughput", "{:.1f}"),
-               ("load_s", "{:.2f}"), ("rss_mb", "{:.0f}")]
+               ("length_bucket", "{}"), ("executor", "{}"), ("p50_ms", "{:.2f}"), ("p90_ms", "{:.2f}"),
+               ("p99_ms", "{:.2f}"), ("throughput", "{:.1f}"), ("load_s", "{:.2f}"), ("rss_mb", "{:.0f}")]
     print("\n".join(text_table(columns, rows)))
     if args.json:
         settings = {"traffic": args.traffic, "threads": threads_list, "clients": clients_list, "limit": args.limit,

@@ -40,27 +40,38 @@ def measure_engine(engine: str, path, threads: int, batch: int, seq_len: int, vo
     """
     args = {"engine": engine, "path": str(path), "threads": threads, "batch": batch, "seq_len": seq_len,
             "vocab": vocab}
+    measured = run_child(MEMORY_CHILD, args, threads,
+                         f"{engine} on `{path}`, OMP_NUM_THREADS={threads}: measuring its load time and memory")
+    return {"load_s": measured["load_s"], "rss_mb": measured["peak_rss_mb"] - measured["baseline_rss_mb"],
+            "peak_rss_mb": measured["peak_rss_mb"], "baseline_rss_mb": measured["baseline_rss_mb"]}
+
+
+def run_child(code: str, args: dict, omp_threads: int, what: str) -> dict:
+    """Run `code` in a fresh Python process with OMP_NUM_THREADS=omp_threads; it reads `args` from the JSON file
+    sys.argv[1] and writes its results as JSON to sys.argv[2], which are returned.
+
+    Raises:
+        BenchmarkError: the child failed: "`what` in a child process failed", quoting the end of its stderr.
+    """
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "measured.json"
-        result = subprocess.run([sys.executable, "-c", MEMORY_CHILD, json.dumps(args), str(out)],
-                                env={**os.environ, "OMP_NUM_THREADS": str(threads)}, capture_output=True,
+        arguments, out = Path(tmp) / "args.json", Path(tmp) / "measured.json"
+        arguments.write_text(json.dumps(args))
+        result = subprocess.run([sys.executable, "-c", code, str(arguments), str(out)],
+                                env={**os.environ, "OMP_NUM_THREADS": str(omp_threads)}, capture_output=True,
                                 text=True, errors="replace")
         if result.returncode != 0 or not out.exists():
             output = (result.stderr.strip() or result.stdout.strip()).splitlines()
             tail = "\n".join("    " + line for line in output[-8:])
             status = (f"killed by signal {-result.returncode}" if result.returncode < 0
                       else f"exit code {result.returncode}")
-            raise BenchmarkError(f"{engine} on `{path}`, OMP_NUM_THREADS={threads}: measuring its load time and memory "
-                                 f"in a child process failed ({status}); the child's stderr ends with:\n"
+            raise BenchmarkError(f"{what} in a child process failed ({status}); the child's stderr ends with:\n"
                                  f"{tail or '(nothing)'}")
-        measured = json.loads(out.read_text())
-    return {"load_s": measured["load_s"], "rss_mb": measured["peak_rss_mb"] - measured["baseline_rss_mb"],
-            "peak_rss_mb": measured["peak_rss_mb"], "baseline_rss_mb": measured["baseline_rss_mb"]}
+        return json.loads(out.read_text())
 
 
 def _measure_engine_child() -> None:
-    """`measure_engine`'s child: sys.argv[1] its arguments as JSON, sys.argv[2] the file to write the results to."""
-    args = json.loads(sys.argv[1])
+    """`measure_engine`'s child: sys.argv[1] its arguments (JSON file), sys.argv[2] the file to write the results to."""
+    args = json.loads(Path(sys.argv[1]).read_text())
     if args["engine"].startswith("ort"):
         import onnxruntime  # noqa: F401 -- an import, counted in the baseline like paddle's
     baseline = _peak_rss_mb()
@@ -76,7 +87,13 @@ def _peak_rss_mb() -> float:
 
     Not getrusage's ru_maxrss: a process started by `subprocess` (vfork, then exec) inherits its
     parent's peak there (a child of a 435 MB parent reported 435 MB; its VmHWM, 11 MB)."""
+    return process_memory_mb("VmHWM")
+
+
+def process_memory_mb(field: str) -> float:
+    """A memory field of /proc/self/status (VmHWM: the peak resident memory, VmRSS: the resident memory now) in MB
+    (10^6 bytes). Raises BenchmarkError off Linux."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024 / 1e6  # kB
-    raise BenchmarkError("/proc/self/status has no VmHWM line: peak memory is measured on Linux only")
+    raise BenchmarkError(f"/proc/self/status has no {field} line: memory is measured on Linux only")

@@ -12,10 +12,7 @@ Example:
     replay("paddle-int8", "deploy/mr_int8", texts, tokenizer_dir="deploy/mr_int8", threads=2, clients=1)
 """
 import json
-import os
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -24,7 +21,8 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from ernie_qat.atomic import write_json
-from ernie_qat.benchmark.inference import BenchmarkError, ort_runner
+from ernie_qat.benchmark.footprint import process_memory_mb, run_child
+from ernie_qat.benchmark.inference import latency_stats, ort_runner
 
 CHILD = ("from ernie_qat import cli; from ernie_qat.benchmark.traffic import _replay_child as m; cli.run(m)")
 WARMUP_TEXTS = 20
@@ -45,17 +43,8 @@ def replay(engine: str, path, texts: Sequence[str], tokenizer_dir, threads: int,
     args = {"engine": engine, "path": str(path), "texts": list(texts), "tokenizer_dir": str(tokenizer_dir),
             "threads": threads, "clients": clients, "warmup": warmup, "length_bucket": length_bucket,
             "executor": executor}
-    with tempfile.TemporaryDirectory() as tmp:
-        arguments, out = Path(tmp) / "args.json", Path(tmp) / "measured.json"
-        arguments.write_text(json.dumps(args))
-        result = subprocess.run([sys.executable, "-c", CHILD, str(arguments), str(out)],
-                                env={**os.environ, "OMP_NUM_THREADS": str(max(1, threads // clients))},
-                                capture_output=True, text=True, errors="replace")
-        if result.returncode != 0 or not out.exists():
-            tail = "\n".join("    " + line for line in (result.stderr.strip() or result.stdout.strip()).splitlines()[-8:])
-            raise BenchmarkError(f"{engine} on `{path}` ({threads} threads, {clients} clients): the replay failed "
-                                 f"(exit code {result.returncode}); its stderr ends with:\n{tail or '(nothing)'}")
-        return json.loads(out.read_text())
+    return run_child(CHILD, args, max(1, threads // clients),
+                     f"{engine} on `{path}` ({threads} threads, {clients} clients): the replay")
 
 
 def _replay_child() -> None:
@@ -65,7 +54,7 @@ def _replay_child() -> None:
         import onnxruntime  # noqa: F401 -- an import, counted in the baseline like paddle's
     from ernie_qat.deploy import Predictor, WordPieceTokenizer, read_deploy_config
     from ernie_qat.deploy.predictor import LENGTH_BUCKET
-    baseline = _rss_mb()
+    baseline = process_memory_mb("VmRSS")
     per_client = max(1, args["threads"] // args["clients"])
     start = time.perf_counter()
     if args["engine"].startswith("paddle"):
@@ -85,12 +74,10 @@ def _replay_child() -> None:
     for text in texts[:args["warmup"]]:
         calls[0](text)
     seconds, wall = _replay(calls, texts)
-    ms = np.array(seconds) * 1e3
-    write_json(sys.argv[2], {
-        "p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
-        "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean()), "throughput": len(texts) / wall,
-        "texts": len(texts), "load_s": load_s, "rss_mb": _rss_mb() - baseline, "baseline_rss_mb": baseline,
-        **engine})
+    write_json(sys.argv[2], {  # throughput: texts answered per second of the whole replay, not at p50
+        **latency_stats(seconds, batch=1), "mean_ms": float(np.mean(seconds) * 1e3), "throughput": len(texts) / wall,
+        "texts": len(texts), "load_s": load_s, "rss_mb": process_memory_mb("VmRSS") - baseline,
+        "baseline_rss_mb": baseline, **engine})
 
 
 def _paddle_call(predictor):
@@ -127,11 +114,3 @@ def _replay(calls: List, texts: Sequence[str]):
     for thread in threads:
         thread.join()
     return seconds, time.perf_counter() - start
-
-
-def _rss_mb() -> float:
-    """This process's resident memory now (VmRSS, Linux) in MB (10^6 bytes)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024 / 1e6
-    raise BenchmarkError("/proc/self/status has no VmRSS line: memory is measured on Linux only")

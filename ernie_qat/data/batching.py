@@ -117,11 +117,14 @@ def collate(items: Sequence[Encoded], pad_token_id: int, width: Optional[int] = 
 
 
 def batched_scores(score: Callable[[np.ndarray, np.ndarray], np.ndarray], items: Sequence[Encoded],
-                   batch_size: int, pad_token_id: int) -> np.ndarray:
-    """Scores [N, C] of `items` in their order; `score` maps padded (input_ids, token_type_ids) [B, L] to [B, C]."""
+                   batch_size: int, pad_token_id: int,
+                   width: Optional[Callable[[int], int]] = None) -> np.ndarray:
+    """Scores [N, C] of `items` in their order; `score` maps padded (input_ids, token_type_ids) [B, L] to [B, C].
+    Batches of similar length, each padded to its longest sequence, or to `width(longest)` if given."""
     out = None
     for indices in eval_batches([len(x.input_ids) for x in items], batch_size):
-        batch = collate([items[i] for i in indices], pad_token_id)
+        longest = max(len(items[i].input_ids) for i in indices)
+        batch = collate([items[i] for i in indices], pad_token_id, width(longest) if width else None)
         scores = score(batch["input_ids"], batch["token_type_ids"])
         if out is None:
             out = np.zeros((len(items), scores.shape[1]), dtype=np.float32)

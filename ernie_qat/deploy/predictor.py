@@ -26,7 +26,7 @@ import paddle
 from paddle import inference
 
 from ernie_qat.atomic import MANIFEST, check_manifest
-from ernie_qat.data.batching import Encoded, collate, eval_batches
+from ernie_qat.data.batching import Encoded, batched_scores
 from ernie_qat.deploy.folder import (MANIFEST_FROM_FORMAT, MODEL_PREFIX, PRECISIONS, REEXPORT, DeployError,
                                      NotQuantizedError, check_model_files, load_labels, read_deploy_config)
 from ernie_qat.deploy.tokenizer import WordPieceTokenizer
@@ -187,19 +187,13 @@ class Predictor:
     def predict_logits(self, items: Sequence[Encoded]) -> np.ndarray:
         """Scores [N, C] for encoded examples, in their order: batches of similar length, each padded to its
         bucket."""
-        scores = np.zeros((len(items), len(self.labels)), dtype=np.float32)
-        for indices in eval_batches([len(x.input_ids) for x in items], self.batch_size):
-            batch = [items[i] for i in indices]
-            scores[indices] = self.logits(*self._pad(batch, self.padded_width(max(len(x.input_ids) for x in batch))))
-        return scores
+        if not items:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        return batched_scores(self.logits, items, self.batch_size, self.tokenizer.pad_token_id, self.padded_width)
 
     def padded_width(self, length: int) -> int:
         """The bucket a batch whose longest text has `length` tokens is padded to."""
         return min(math.ceil(length / self.length_bucket) * self.length_bucket, max(length, self.max_seq_len))
-
-    def _pad(self, items: Sequence[Encoded], width: int):
-        batch = collate(items, self.tokenizer.pad_token_id, width)
-        return batch["input_ids"], batch["token_type_ids"]
 
     def predict(self, texts: Sequence[str], text_pairs: Optional[Sequence[Optional[str]]] = None) -> List[Prediction]:
         """One Prediction per text, in order: its label and class probabilities.

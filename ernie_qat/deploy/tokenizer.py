@@ -93,10 +93,6 @@ class WordPieceTokenizer:
         return cls(vocab, lowercase=bool(config.get("do_lower_case", True)),
                    special_tokens={key: config[key] for key in SPECIAL_TOKENS if isinstance(config.get(key), str)})
 
-    def tokenize(self, text: str) -> List[str]:
-        """The WordPiece tokens of a text, no special tokens added."""
-        return self._tokenizer.encode(text, add_special_tokens=False).tokens
-
     def convert_tokens_to_ids(self, tokens: Sequence[str]) -> List[int]:
         return [self.vocab.get(token, self.unk_token_id) for token in tokens]
 
