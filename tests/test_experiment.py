@@ -234,6 +234,41 @@ def test_dry_run_and_report_only(suite, monkeypatch, capsys):
     assert f"FP32 reference (`{reference}`): test accuracy {accuracy:.2f}." in report and "| qat | 1, 2 |" in report
 
 
+def test_records_outlive_the_cell_folders(suite, monkeypatch):
+    """A suite with `records` keeps each finished cell's small files there; with the cell folders gone (another
+    machine), the report is the same, the cells count as finished, and a changed definition is still refused."""
+    calls = []
+    monkeypatch.setattr(run, "run_tool", lambda command: calls.append(command) or (0, None))
+    kept = suite["task"]["dir"] / "kept"
+    recording = suite["task"]["dir"] / "recording.yaml"
+    recording.write_text(suite_text(suite["task"], suite["out"], records=kept))
+    code, stdout, err = experiment("--suite", recording)
+    assert code == 0, err
+    assert sorted(path.name for path in kept.iterdir()) == sorted(CELLS + ["fp32_toy.json"])
+    assert sorted(path.name for path in (kept / "qat-s1").iterdir()) == [
+        "config.yaml", "int8_verification.json", "metrics.jsonl", "results.json", "test_predictions.json"]
+    assert (kept / "ptq-s1" / "identity.json").is_file()
+    size = sum(path.stat().st_size for path in kept.rglob("*"))
+    assert size < 200_000  # no weights
+    before = {name: (suite["out"] / name).read_text() for name in ("results.csv", "REPORT.md")}
+    moved = suite["task"]["dir"] / "cells_elsewhere"
+    suite["out"].rename(moved)
+    try:
+        code, stdout, err = experiment("--suite", recording)
+        assert code == 0, err
+        assert calls == [] and stdout.count("skipped (finished, recorded in ") == len(CELLS)
+        after = {name: (suite["out"] / name).read_text() for name in ("results.csv", "REPORT.md")}
+        assert after == before
+        changed = suite["task"]["dir"] / "recording_changed.yaml"
+        changed.write_text(suite_text(suite["task"], suite["out"], qat=("quant.method=qat", "quant.weight_bits=7"),
+                                      records=kept))
+        code, stdout, err = experiment("--suite", changed)
+        assert code == 2 and "`qat-s1` (quant.weight_bits: 8 -> 7)" in err and calls == []
+    finally:
+        shutil.rmtree(suite["out"])
+        moved.rename(suite["out"])
+
+
 @pytest.mark.parametrize("change, message", [
     ({"seed": [1]}, "unknown key `seed`; did you mean `seeds`?"),
     ({"seeds": "1"}, "`seeds`: expected a list of distinct non-negative integers, got '1'"),
@@ -307,6 +342,7 @@ def test_every_suite_in_configs_loads_and_checks_its_cells(suite_file, monkeypat
     count = len(cells(suite))
     assert out.startswith(f"{count} of {count} cells of {relative}")
     assert suite.output_dir == Path("runs/suites") / suite_file.stem  # one folder per suite
+    assert suite.records == Path("docs/suites") / suite_file.stem / "cells"  # committed beside its report
     assert suite_file.read_text().startswith("# ")  # what it measures and the doc it feeds
 
 

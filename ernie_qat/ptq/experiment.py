@@ -100,6 +100,9 @@ def source_checkpoint(cfg: Config) -> Path:
     return Path(cfg.ptq.checkpoint).expanduser().resolve()
 
 
+SOURCE_KEYS = ("ptq.checkpoint", "ptq.checkpoint sha256")  # of a run identity: the source checkpoint on disk
+
+
 def run_identity(cfg: Config, grid: bool, verify: Optional[str]) -> Dict[str, object]:
     """What a run reads, as JSON values by name: the source checkpoint's resolved path and `folder_identity`
     (the SHA-256 of its manifest), `--grid`, `--verify`'s data, and the config but `train.output_dir` and,
@@ -107,7 +110,8 @@ def run_identity(cfg: Config, grid: bool, verify: Optional[str]) -> Dict[str, ob
     source = source_checkpoint(cfg)
     ignored = ["train.output_dir", "ptq.checkpoint", *(GRID_KEYS if grid else [])]
     config = {key: value for key, value in flat_dict(cfg.to_dict()).items() if key not in ignored}
-    return json.loads(json.dumps({"ptq.checkpoint": str(source), "ptq.checkpoint sha256": folder_identity(source),
+    path_key, checksum_key = SOURCE_KEYS
+    return json.loads(json.dumps({path_key: str(source), checksum_key: folder_identity(source),
                                   "--grid": grid, "--verify": verify, **config}))
 
 

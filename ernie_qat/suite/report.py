@@ -21,7 +21,7 @@ import numpy as np
 from ernie_qat.atomic import atomic_file, folder_identity, read_jsonl, write_json, write_text
 from ernie_qat.plots import pyplot, write_png
 from ernie_qat.suite.paired import BOOTSTRAP_SEED, RESAMPLES, mcnemar, paired_bootstrap
-from ernie_qat.suite.run import INT8, INT8_REPORT, PREDICTIONS, duration, tested_on
+from ernie_qat.suite.run import INT8, INT8_REPORT, PREDICTIONS, duration, folder_megabytes, tested_on
 from ernie_qat.suite.spec import Cell, Suite, status
 
 GROUP_AXES = ("dataset", "format")  # a section of the report each
@@ -48,6 +48,13 @@ class Outcome:
         return tuple(value for axis, value in self.cell.values.items() if axis not in GROUP_AXES)
 
     @property
+    def int8_megabytes(self) -> Optional[float]:
+        """The deployed INT8 folder's size, MB, as recorded at export (measured, for an export that did not)."""
+        if not (self.int8 and self.int8["deployed"]):
+            return None
+        return self.int8.get("folder_mb") or round(folder_megabytes(self.cell.folder / INT8), 2)
+
+    @property
     def seconds(self) -> Optional[float]:
         """Training time, s (a PTQ cell: its quantization and evaluation)."""
         return self.results.get("train_seconds", self.results.get("seconds")) if self.results else None
@@ -58,36 +65,44 @@ def collect(cells: List[Cell]) -> List[Outcome]:
     found = []
     for cell in cells:
         state = status(cell)
-        records = read_jsonl(cell.folder / "metrics.jsonl")
+        folder = cell.finished_in or cell.folder
+        records = read_jsonl(folder / "metrics.jsonl")
         dev = {r["step"]: r["accuracy"] for r in records if r.get("split") == "dev"}
         intervened = {r["step"]: r["accuracy"] for r in records if r.get("split") == "dev_intervened"}
-        found.append(Outcome(cell, state, _json(cell.results) if state == "finished" else None,
-                             _json(cell.folder / PREDICTIONS), _json(cell.folder / INT8_REPORT),
-                             dev, {**dev, **intervened}))
+        found.append(Outcome(cell, state, _json(folder / "results.json") if state == "finished" else None,
+                             _json(folder / PREDICTIONS), _json(folder / INT8_REPORT), dev, {**dev, **intervened}))
     return found
 
 
 def fp32_accuracy(suite: Suite, cells: List[Cell]) -> Dict[str, float]:
     """{dataset value: test accuracy of its FP32 reference}: from the run's results.json beside the checkpoint
     (RUN/checkpoints/best -> RUN/results.json), else evaluated on the cells' test data once and kept in
-    output_dir/fp32_<dataset>.json (fp32.json without a dataset axis). References whose checkpoint is missing
-    are left out."""
+    output_dir/fp32_<dataset>.json (fp32.json without a dataset axis). A suite with records keeps the accuracy
+    there too (records/fp32_<dataset>.json), for when the checkpoint is gone. References found nowhere are
+    left out."""
     found = {}
     for dataset, checkpoint in suite.fp32.items():
         folder = Path(checkpoint)
+        name = f"fp32{'_' * bool(dataset)}{dataset}.json"
         run = _json(folder.parent.parent / "results.json") if folder.parent.name == "checkpoints" else None
         if run and "test" in run:
-            found[dataset] = run["test"]["accuracy"]
+            test = run["test"]
         elif folder.is_dir():
-            cache = suite.output_dir / f"fp32{'_' * bool(dataset)}{dataset}.json"
-            kept = _json(cache)
+            kept = _json(suite.output_dir / name)
             if not kept or kept["identity"] != folder_identity(folder):
                 from ernie_qat.train.evaluate import evaluate_checkpoint
                 cfg = next(cell.cfg for cell in cells if cell.dataset == dataset)
-                test = evaluate_checkpoint(folder, cfg, tested_on(cfg))[tested_on(cfg)]
-                kept = {"checkpoint": str(folder), "identity": folder_identity(folder), "test": test}
-                write_json(cache, kept)
-            found[dataset] = kept["test"]["accuracy"]
+                kept = {"checkpoint": str(folder), "identity": folder_identity(folder),
+                        "test": evaluate_checkpoint(folder, cfg, tested_on(cfg))[tested_on(cfg)]}
+                write_json(suite.output_dir / name, kept)
+            test = kept["test"]
+        else:
+            test = None
+        recorded = (_json(suite.records / name) or {}).get("test") if suite.records else None
+        if test and suite.records and test != recorded:
+            write_json(suite.records / name, {"checkpoint": checkpoint, "test": test})
+        if test or recorded:
+            found[dataset] = (test or recorded)["accuracy"]
     return found
 
 
@@ -112,7 +127,7 @@ def write_results_csv(path: Path, suite: Suite, outcomes: List[Outcome], fp32: D
                              100.0 * test["accuracy"] / reference if test and reference else "",
                              check["exported"]["accuracy"] if deployed else "",
                              check["agreement"] if deployed else "",
-                             round(folder_megabytes(o.cell.folder / INT8), 2) if deployed else "", reason])
+                             o.int8_megabytes if deployed else "", reason])
 
 
 def write_report(path: Path, suite: Suite, outcomes: List[Outcome], fp32: Dict[str, float], command: str) -> None:
@@ -164,7 +179,7 @@ def _summary_table(rows: Dict[Tuple[str, ...], List[Outcome]], fp32: Optional[fl
         refused = [o for o in cells if o.int8 and not o.int8["deployed"]]
         int8 = f"{statistics.mean(deployed):.2f} ({len(deployed)} of {len(cells)})" if deployed else \
             "not deployed" if refused else "not exported yet"
-        sizes = [folder_megabytes(o.cell.folder / INT8) for o in cells if o.int8 and o.int8["deployed"]]
+        sizes = [o.int8_megabytes for o in cells if o.int8 and o.int8["deployed"]]
         size = f"{statistics.mean(sizes):.1f} MB" if sizes else ""
         if refused:
             reasons.append(f"- `{_label(key)}` not deployed ({refused[0].cell.name}): {refused[0].int8['reason']}")
@@ -259,11 +274,6 @@ def plot_curves(path: Path, title: str, rows: Dict[Tuple[str, ...], List[Outcome
     ax.legend()
     write_png(fig, path)
     return True
-
-
-def folder_megabytes(folder: Path) -> float:
-    """The size of the files under `folder`, MB (10⁶ bytes)."""
-    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file()) / 1e6
 
 
 def _correct(o: Outcome) -> np.ndarray:

@@ -9,7 +9,9 @@ state worth keeping.
 Ctrl-C reaches the child too (one process group): it saves its step and exits 130, and the runner, which
 waits for it, then stops with SuiteInterrupted. SIGTERM sent to the runner alone is passed on to the child.
 """
+import filecmp
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,7 +27,9 @@ from ernie_qat.suite.spec import Cell
 TOOLS_DIR = Path(__file__).resolve().parents[2] / "tools"
 PREDICTIONS = "test_predictions.json"  # predicted and gold label ids of the test split, in file order
 INT8 = "int8"                          # the verified oneDNN INT8 deployment folder
-INT8_REPORT = "int8_verification.json"  # {"deployed", "reason", "verification"}: written whether it deployed or not
+INT8_REPORT = "int8_verification.json"  # {"deployed", "reason", "folder_mb", "verification"}: deployed or not
+# a finished cell's record: what its report row, paired tests and curves are made of (kilobytes, no weights)
+RECORD_FILES = ("results.json", "config.yaml", "identity.json", "metrics.jsonl", PREDICTIONS, INT8_REPORT)
 
 
 class SuiteInterrupted(UserError):
@@ -56,8 +60,12 @@ def run_cells(cells: List[Cell], continue_with: str) -> List[str]:
         tag = f"[{number}/{len(cells)}] {cell.name}:"
         started = time.monotonic()
         try:
+            if not cell.results.exists() and cell.recorded:
+                print(f"{tag} skipped (finished, recorded in {cell.record})", flush=True)
+                continue
             if cell.results.exists():
                 if (cell.folder / PREDICTIONS).exists() and exported(cell):
+                    keep_record(cell)
                     print(f"{tag} skipped (finished)", flush=True)
                     continue
                 print(f"{tag} finished; test predictions and INT8 export", flush=True)
@@ -79,6 +87,7 @@ def run_cells(cells: List[Cell], continue_with: str) -> List[str]:
                     continue
             save_predictions(cell)
             int8 = exported(cell) or export_int8(cell)
+            keep_record(cell)
             print(f"{tag} done: {outcome(cell, int8)} ({duration(time.monotonic() - started)})", flush=True)
         except KeyboardInterrupt:  # in this process's own work: its outputs are written whole or not at all
             raise SuiteInterrupted(f"stopped by SIGINT in cell {cell.name} [{number}/{len(cells)}]; "
@@ -158,12 +167,35 @@ def export_int8(cell: Cell) -> dict:
     reports = []
     try:
         export(cell.checkpoint, cell.folder / INT8, "int8", check=verified(tested_on(cell.cfg), report=reports.append))
-        record = {"deployed": True, "reason": None}
+        record = {"deployed": True, "reason": None, "folder_mb": round(folder_megabytes(cell.folder / INT8), 2)}
     except (ExportError, VerificationError) as exc:
         record = {"deployed": False, "reason": str(exc)}
     record["verification"] = reports[0].summary() if reports else None
     write_json(cell.folder / INT8_REPORT, record)
     return record
+
+
+def keep_record(cell: Cell) -> None:
+    """Copy the finished cell's RECORD_FILES into its record folder, if the suite keeps records and they differ
+    (a new folder is written beside it, then swapped in: a record is whole or absent)."""
+    if cell.record is None:
+        return
+    kept = [cell.folder / name for name in RECORD_FILES if (cell.folder / name).exists()]
+    if all((cell.record / path.name).exists() and filecmp.cmp(path, cell.record / path.name, shallow=False)
+           for path in kept):
+        return
+    staging = cell.record.with_name(f".{cell.record.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for path in kept:
+        shutil.copy2(path, staging / path.name)
+    shutil.rmtree(cell.record, ignore_errors=True)
+    staging.rename(cell.record)
+
+
+def folder_megabytes(folder: Path) -> float:
+    """The size of the files under `folder`, MB (10⁶ bytes)."""
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file()) / 1e6
 
 
 def outcome(cell: Cell, int8: dict) -> str:

@@ -6,6 +6,7 @@
     overrides: []                          # -o overrides of every cell (optional)
     baseline: qat                          # the `method` value the others are compared with (optional)
     fp32: {rt: runs/rt_minilm_fp32/checkpoints/best}   # per `dataset` value, or one path: "% of FP32"
+    records: docs/suites/rt_w8a8/cells     # each finished cell's small files are kept here (optional)
     axes:                                  # name -> {value: [overrides]} or {value: {tool:, base:, overrides:}}
       dataset: {rt: ["data.dataset=rt"]}
       method:
@@ -20,7 +21,9 @@ from instead of the suite's (at most one value of a cell may). A cell's name is 
 with more than one value, joined by "-", then `-s<seed>`. `{seed}` and `{dataset}` in an override become
 the cell's seed and `dataset` value. Paths are relative to the working directory, as in configs.
 
-A cell is finished when `results.json` is in its folder; it must then have been made by the cell's
+A cell is finished when `results.json` is in its folder, or in its record (`records/<cell>`: the results,
+config, metrics, test predictions and INT8 outcome of a finished cell, without checkpoints, small enough
+to commit, so that a study outlives the machine it ran on). It must then have been made by the cell's
 definition as it is now (the saved config.yaml, or a PTQ run's identity.json), else the suite is refused.
 """
 import itertools
@@ -28,14 +31,14 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import yaml
 
 from ernie_qat.config import Config, ConfigError, differences, flat_dict, load_config
 from ernie_qat.errors import UserError, did_you_mean
 
-SUITE_KEYS = ("base", "output_dir", "seeds", "overrides", "baseline", "fp32", "axes")
+SUITE_KEYS = ("base", "output_dir", "seeds", "overrides", "baseline", "fp32", "records", "axes")
 VALUE_KEYS = ("overrides", "tool", "base")
 TOOLS = ("train", "ptq")
 SET_BY_SUITE = ("train.output_dir", "train.seed")  # each cell's, from `output_dir` and `seeds`
@@ -62,6 +65,7 @@ class Suite:
     overrides: List[str] = field(default_factory=list)
     baseline: str = ""
     fp32: Dict[str, str] = field(default_factory=dict)  # dataset value ("" without a dataset axis) -> checkpoint
+    records: Optional[Path] = None  # where finished cells' records are kept
     axes: Dict[str, Dict[str, AxisValue]] = field(default_factory=dict)
 
 
@@ -75,6 +79,7 @@ class Cell:
     overrides: List[str]          # its -o overrides, train.output_dir and train.seed last
     folder: Path
     cfg: Config
+    record: Optional[Path] = None  # records/<name>, if the suite keeps records
 
     @property
     def dataset(self) -> str:
@@ -83,6 +88,15 @@ class Cell:
     @property
     def results(self) -> Path:
         return self.folder / "results.json"
+
+    @property
+    def recorded(self) -> bool:
+        return self.record is not None and (self.record / "results.json").exists()
+
+    @property
+    def finished_in(self) -> Optional[Path]:
+        """The folder holding the finished cell's results: its own, else its record; None if unfinished."""
+        return self.folder if self.results.exists() else self.record if self.recorded else None
 
     @property
     def checkpoint(self) -> Path:
@@ -121,6 +135,8 @@ def load_suite(path) -> Suite:
                 "needs a `method` axis"
             raise SuiteError(f"{path}: `baseline: {suite.baseline}` {where}{did_you_mean(suite.baseline, methods)}")
     suite.fp32 = _fp32(data.get("fp32"), list(axes.get("dataset", {"": None})), "dataset" in axes, path)
+    if data.get("records") is not None:
+        suite.records = Path(_text(data["records"], "records", path))
     return suite
 
 
@@ -154,13 +170,15 @@ def cells(suite: Suite) -> List[Cell]:
             if not (cfg.data.test_file or cfg.data.dataset):
                 raise SuiteError(f"{suite.path}: cell `{name}` has no test split, on which cells are compared: "
                                  "set `data.test_file` or `data.dataset`")
-            found.append(Cell(name, values, seed, tool, base, overrides, folder, cfg))
+            found.append(Cell(name, values, seed, tool, base, overrides, folder, cfg,
+                              suite.records / name if suite.records else None))
     return found
 
 
 def status(cell: Cell) -> str:
-    """finished (results.json), started (its folder exists) or not started; see `check_finished`."""
-    return "finished" if cell.results.exists() else "started" if cell.folder.exists() else "not started"
+    """finished (results.json in its folder or record), started (its folder exists) or not started; see
+    `check_finished`."""
+    return "finished" if cell.finished_in else "started" if cell.folder.exists() else "not started"
 
 
 def check_finished(all_cells: List[Cell]) -> None:
@@ -168,7 +186,7 @@ def check_finished(all_cells: List[Cell]) -> None:
     now, and the keys that differ (`train.output_dir` aside, as for train.py's --resume)."""
     changed = []
     for cell in all_cells:
-        if cell.results.exists():
+        if cell.finished_in:
             saved, now = _definitions(cell)
             keys = differences(saved, now)
             if keys:
@@ -182,14 +200,19 @@ def check_finished(all_cells: List[Cell]) -> None:
 def _definitions(cell: Cell) -> Tuple[dict, dict]:
     """(what the finished cell was made with, what the suite gives it now), as flat dicts."""
     if cell.tool == "ptq":
-        from ernie_qat.ptq.experiment import IDENTITY, run_identity
+        from ernie_qat.ptq.experiment import IDENTITY, SOURCE_KEYS, run_identity
         try:
-            saved = json.loads((cell.folder / IDENTITY).read_text())
+            saved = json.loads((cell.finished_in / IDENTITY).read_text())
         except (OSError, ValueError):
             saved = {}
-        return saved, run_identity(cell.cfg, grid=False, verify=None)
+        now = run_identity(cell.cfg, grid=False, verify=None)
+        if cell.finished_in != cell.folder:  # a record: made on another machine, perhaps in another folder
+            for key in SOURCE_KEYS:
+                saved.pop(key, None)
+                now.pop(key, None)
+        return saved, now
     from ernie_qat.train.trainer import RESUME_FREE_KEYS
-    saved_file = cell.folder / "config.yaml"
+    saved_file = cell.finished_in / "config.yaml"
     try:
         saved = flat_dict(load_config(saved_file).to_dict()) if saved_file.exists() else {}
     except ConfigError as exc:
