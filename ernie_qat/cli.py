@@ -1,11 +1,13 @@
 """Shared command-line plumbing: config options and user-error reporting."""
 import argparse
 import logging
+import os
 import signal
 import sys
 import warnings
-from typing import Callable
+from typing import Callable, Optional, Sequence
 
+from ernie_qat import env
 from ernie_qat.config import load_config
 from ernie_qat.errors import UserError
 
@@ -42,6 +44,22 @@ def percentage(text: str) -> float:
     if not 0.0 <= value <= 100.0:
         raise argparse.ArgumentTypeError(f"expected a percentage in [0, 100], got {text!r}")
     return value
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """`parser.parse_args(argv)` with `-v/--verbose` added. The libraries are quietened when ernie_qat is imported,
+    before the arguments are read, so -v runs the tool again from the start with ERNIE_QAT_VERBOSE=1."""
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show every library's messages and warnings (hidden by default; "
+                             "the same as ERNIE_QAT_VERBOSE=1)")
+    args = parser.parse_args(argv)
+    if args.verbose and not env.verbose():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        arguments = sys.argv[1:] if argv is None else list(argv)
+        os.execve(sys.executable, [sys.executable, sys.argv[0], *arguments],
+                  {**env.environment_at_start(), env.VERBOSE: "1"})
+    return args
 
 
 def config_from_args(args: argparse.Namespace):

@@ -13,7 +13,7 @@ import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import yaml
 
@@ -23,6 +23,7 @@ from ernie_qat.errors import UserError, did_you_mean
 
 CONFIG_VERSION = 1
 METRICS = ("accuracy", "macro_f1", "mcc")
+AUTO = "auto"  # the value of a setting the toolkit chooses from the data (`param(auto=True)`)
 
 
 class ConfigError(UserError):
@@ -49,9 +50,11 @@ class Methods:
 
 
 def param(default: Any, *, low: Optional[float] = None, high: Optional[float] = None,
-          low_open: bool = False, choices: Optional[Sequence] = None):
-    """A config field with its allowed range [low, high] (or (low, high] if `low_open`) or set."""
-    return field(default=default, metadata={"low": low, "high": high, "low_open": low_open, "choices": choices})
+          low_open: bool = False, choices: Optional[Sequence] = None, auto: bool = False):
+    """A config field with its allowed range [low, high] (or (low, high] if `low_open`) or set; with `auto`, the
+    field's type is Union[number type, str] and the string AUTO is allowed too."""
+    return field(default=default, metadata={"low": low, "high": high, "low_open": low_open, "choices": choices,
+                                            "auto": auto})
 
 
 @dataclass
@@ -87,7 +90,8 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     output_dir: str = "runs/default"
-    epochs: int = param(3, low=1)
+    epochs: Union[int, str] = param(3, low=1, auto=True)  # or `auto`: from the training set's size and classes
+    # (ernie_qat.train.epochs)
     max_steps: int = param(0, low=0)                   # > 0: stop after this many optimizer steps
     batch_size: int = param(32, low=1)
     eval_batch_size: int = param(64, low=1)
@@ -103,6 +107,10 @@ class TrainConfig:
     log_every: int = param(10, low=1)                 # steps between metrics.jsonl records
     freeze_word_embeddings: bool = False              # skip gradients and updates of the [vocab, hidden] table
     fast_dropout: bool = False                        # compiled dropout masks: faster on CPU, other masks
+    class_weights: str = param("none", choices=("none", "balanced"))  # balanced: the cross-entropy weighs class c by
+    # n / (k * n_c), n training examples, k classes, n_c of class c (ernie_qat.train.class_weights)
+    visualdl: bool = True                             # the metrics.jsonl scalars also as VisualDL logs in
+    # output_dir/visualdl (`visualdl --logdir runs/`; ernie_qat.train.visualdl_log)
 
 
 @dataclass
@@ -293,7 +301,11 @@ def _from_dict(cls, data: dict, prefix: str, source: str, origins: Dict[str, str
 
 
 def _coerce(kind, meta, value, dotted: str, source: str, origins: Dict[str, str]):
-    """`value` as a `kind` checked against the field metadata `meta` (range, choices)."""
+    """`value` as a `kind` checked against the field metadata `meta` (range, choices, AUTO)."""
+    if meta.get("auto"):
+        if value == AUTO:
+            return value
+        kind = next(member for member in typing.get_args(kind) if member is not str)
     if dataclasses.is_dataclass(kind):
         if value is None:
             value = {}
@@ -306,7 +318,8 @@ def _coerce(kind, meta, value, dotted: str, source: str, origins: Dict[str, str]
         got = f"{value!r} ({type(value).__name__})"
         if value is None:
             got = 'an empty value; write "" for an empty string' if kind is str else "an empty value"
-        raise ConfigError(f"{source}: `{dotted}`: expected {kind.__name__}, got {got}")
+        expected = f"{kind.__name__} or `{AUTO}`" if meta.get("auto") else kind.__name__
+        raise ConfigError(f"{source}: `{dotted}`: expected {expected}, got {got}")
     if kind is float:
         try:
             value = float(value)

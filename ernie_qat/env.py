@@ -1,12 +1,14 @@
 """Process set-up that must happen before paddle is imported.
 
-Quiet imports (no glog INFO lines, no distutils warning), one cache directory for everything
-the toolkit, PaddleNLP and Hugging Face libraries download, and the CPU settings that make
-training fast here (README, "Training speed"): math-library threads matched to the usable cores,
+Quiet imports (no glog INFO lines, no distutils warning; `ERNIE_QAT_VERBOSE=1` keeps them), one cache
+directory for everything the toolkit, PaddleNLP and Hugging Face libraries download, and the CPU settings that make
+training fast here (README, "Training speed"): math-library threads matched to the usable cores
+(shared among the processes `paddle.distributed.launch` starts on this machine),
 MKL's fast path on AMD CPUs, contiguous tensors instead of strided views
 (`FLAGS_use_stride_kernel=0`: a training step 3.3 s instead of 4.0 s), and glibc malloc keeping
 freed memory instead of returning it to the OS (no page faults per step: 4.0 s instead of 4.9 s).
-Settings already in the user's environment always win.
+Settings already in the user's environment always win, except `OMP_NUM_THREADS=1` in a process the launcher
+started: importing paddle sets that in the launcher itself, whatever the user chose, and its processes inherit it.
 """
 import contextlib
 import ctypes
@@ -15,6 +17,22 @@ import sys
 import warnings
 from pathlib import Path
 from typing import Iterator
+
+
+VERBOSE = "ERNIE_QAT_VERBOSE"  # "1": every library's messages and warnings show (the tools' -v sets it)
+
+
+def verbose() -> bool:
+    """Whether the user asked to see every library's messages, which are hidden by default."""
+    return os.environ.get(VERBOSE) == "1"
+
+
+_environment_at_start: dict = {}
+
+
+def environment_at_start() -> dict:
+    """The process's environment as it was before `configure` set its defaults (to start a tool again with)."""
+    return dict(_environment_at_start)
 
 
 def cache_dir() -> Path:
@@ -27,6 +45,16 @@ def cache_dir() -> Path:
 
 def _usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _processes_on_this_machine() -> int:
+    """The processes `paddle.distributed.launch` started on this machine (1 outside it): they share its cores."""
+    return int(os.environ.get("PADDLE_LOCAL_SIZE") or os.environ.get("PADDLE_TRAINERS_NUM") or 1)
+
+
+def _threads() -> int:
+    """Math-library threads per process: the usable cores shared among this machine's processes, at least one."""
+    return max(1, _usable_cores() // _processes_on_this_machine())
 
 
 def _is_amd_cpu() -> bool:
@@ -53,7 +81,9 @@ def cpu_settings() -> str:
              for key in CPU_SETTINGS if key in os.environ]
     user_malloc = any(key in os.environ for key in MALLOC_SETTINGS)
     malloc = "malloc: " + ("kept freed memory" if _malloc_tuned else "user settings" if user_malloc else "system defaults")
-    return f"CPU math: {', '.join(parts)}; {_usable_cores()} usable cores; {malloc}"
+    processes = _processes_on_this_machine()
+    shared = f" shared by {processes} processes" if processes > 1 else ""
+    return f"CPU math: {', '.join(parts)}; {_usable_cores()} usable cores{shared}; {malloc}"
 
 
 def environment_defaults() -> dict:
@@ -67,20 +97,27 @@ def environment_defaults() -> dict:
         "HF_DATASETS_CACHE": str(cache / "huggingface" / "datasets"),
         "MPLCONFIGDIR": str(cache / "matplotlib"),
         "HF_HUB_OFFLINE": "1",  # no hub is reachable here; fail fast instead of retrying
-        "OMP_NUM_THREADS": str(_usable_cores()),
+        "OMP_NUM_THREADS": str(_threads()),
         "FLAGS_use_stride_kernel": "0",  # strided views make reshape/scale copy element by element
     }
     if _is_amd_cpu():
         defaults["MKL_DEBUG_CPU_TYPE"] = "5"  # MKL's fast AVX2 path, which it withholds from AMD CPUs
+    if verbose():
+        del defaults["GLOG_minloglevel"]
     return defaults
 
 
 def configure() -> None:
     """Set environment defaults; call before the first `import paddle` (the package does)."""
+    _environment_at_start.update(os.environ)
+    if _processes_on_this_machine() > 1 and os.environ.get("OMP_NUM_THREADS") == "1":
+        del os.environ["OMP_NUM_THREADS"]  # the launcher's import of paddle set it (module docstring)
     _chosen_by_user.update(key for key in CPU_SETTINGS if key in os.environ)
     for key, value in environment_defaults().items():
         os.environ.setdefault(key, value)
     _tune_malloc()
+    if verbose():
+        return
     warnings.filterwarnings("ignore", message="Setuptools is replacing distutils")
     # Paddle 3's import warns that no ccache is installed, for building C++ extensions we do not build there
     warnings.filterwarnings("ignore", message="No ccache found", module=r"paddle(\.|$)")

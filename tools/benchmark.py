@@ -137,7 +137,7 @@ def main() -> None:
                         "executors to compare (default auto: new at 1 thread, old at more)")
     parser.add_argument("--train", action="store_true",
                         help="time training steps (paddle FP32 / QAT / frozen embeddings, torch) instead of inference")
-    args = parser.parse_args()
+    args = cli.parse_args(parser)
     if args.train:
         return train_main(args, parser)
     if args.traffic:

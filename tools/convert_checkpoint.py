@@ -10,6 +10,7 @@ import argparse
 import sys
 import time
 
+from ernie_qat import cli
 from ernie_qat.models.convert import ConversionError, convert_bert_checkpoint
 
 
@@ -17,7 +18,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("src_dir", help="Hugging Face BERT checkpoint directory")
     parser.add_argument("dst_dir", help="output PaddleNLP ERNIE model directory (created)")
-    args = parser.parse_args(argv)
+    args = cli.parse_args(parser, argv)
     start = time.perf_counter()
     try:
         dst = convert_bert_checkpoint(args.src_dir, args.dst_dir)

@@ -16,7 +16,7 @@ def main() -> None:
     cli.add_config_args(parser, required=False)
     parser.add_argument("--checkpoint", required=True, help="a checkpoint folder written by tools/train.py")
     parser.add_argument("--data", help="a labelled TSV/CSV/JSONL file or dataset:split instead of the run's splits")
-    args = parser.parse_args()
+    args = cli.parse_args(parser)
     from ernie_qat.deploy import DEPLOY_FILE, DeployError
     if (Path(args.checkpoint) / DEPLOY_FILE).exists():
         raise DeployError(f"`{args.checkpoint}` is a deployment folder, not a checkpoint; evaluate it with "

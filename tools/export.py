@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--min-agreement", type=cli.percentage, metavar="PERCENT",
                         help="with --verify: 100 - this is the %% of examples whose argmax may disagree "
                              "beyond the FP32 graph's disagreement (default 99.25)")
-    args = parser.parse_args()
+    args = cli.parse_args(parser)
     if (args.report or args.min_agreement is not None) and not args.verify:
         parser.error("--report and --min-agreement need --verify")
     from ernie_qat.atomic import write_json

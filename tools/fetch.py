@@ -36,7 +36,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="+", metavar="NAME",
                         help=f"one or more of: {', '.join(sorted(DATASETS) + sorted(BUILTIN_MODELS))}, all")
-    for name in resolve(parser.parse_args().names):
+    for name in resolve(cli.parse_args(parser).names):
         if name in BUILTIN_MODELS:
             print(f"{name}: {BUILTIN_MODELS[name]()}", flush=True)
             continue

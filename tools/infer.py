@@ -90,7 +90,7 @@ def main() -> None:
     parser.add_argument("--precision", choices=["int8", "fp32"], help="default: the export's precision")
     parser.add_argument("--threads", type=cli.positive_int, help="default: the usable cores")
     parser.add_argument("--batch-size", type=cli.positive_int, default=32)
-    args = parser.parse_args()
+    args = cli.parse_args(parser)
     if args.output:
         check_output(Path(args.output))
 

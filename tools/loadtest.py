@@ -153,7 +153,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds a request may take")
     parser.add_argument("--max-seconds", type=float, default=300.0, help="seconds a level may take")
     parser.add_argument("--json", help="write the measurements here too")
-    args = parser.parse_args()
+    args = cli.parse_args(parser)
     url = loopback_url(args.url)
     for name in ("timeout", "max_seconds"):
         if not 0 < getattr(args, name) < math.inf:

@@ -39,7 +39,7 @@ def main() -> None:
     earlier.add_argument("--resume", action="store_true", help="grid: continue the grid in output_dir (it must "
                                                                "have read the same checkpoint, config and data)")
     earlier.add_argument("--overwrite", action="store_true", help="remove the earlier run in output_dir first")
-    args = parser.parse_args()
+    args = cli.parse_args(parser)
     if args.resume and not args.grid:
         parser.error("--resume continues a grid (--grid); a single run is redone with --overwrite")
     cfg = cli.config_from_args(args)

@@ -16,7 +16,7 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", metavar="LABEL=RUN_DIR", help="a label and a run folder (train.output_dir)")
     parser.add_argument("--split", default="test", choices=["dev", "test"])
     parser.add_argument("--markdown", metavar="FILE", help="also write the table here")
-    args = parser.parse_args()
+    args = cli.parse_args(parser)
     lines = [f"| run | {args.split} accuracy | macro-F1 | MCC | training time |", "|---|---|---|---|---|"]
     for item in args.runs:
         label, sep, folder = item.partition("=")

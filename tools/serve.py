@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--max-texts", type=cli.positive_int, default=256, help="texts per request; beyond: 413")
     parser.add_argument("--length-bucket", type=cli.positive_int, help="pad batches to a multiple of this many tokens")
     parser.add_argument("--warmup", action="store_true", help="run every length bucket on each worker first")
-    args = parser.parse_args()
+    args = cli.parse_args(parser)
 
     import uvicorn
 

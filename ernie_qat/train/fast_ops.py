@@ -19,7 +19,6 @@ counter-based generator (SplitMix64) seeded from Paddle's generator on all cores
 reproducible under `paddle.seed` and `--resume`, but the masks differ from Paddle's: results
 differ from runs without it as a change of seed would.
 """
-import numpy as np
 import paddle
 import paddle.nn.functional as F
 from paddle import nn
@@ -27,8 +26,10 @@ from paddle.autograd import PyLayer
 from paddle.nn.quant.quant_layers import FakeQuantAbsMax, FakeQuantMovingAverageAbsMax, QuantizedLinear
 
 from ernie_qat.models.classifier import replace_sublayer
+from ernie_qat.quant.observers import GlobalBatchMovingAverageAbsMax, update_moving_average
 from ernie_qat.train.hooks import TRAINING, TRANSFORMS, ModelTransform
 from ernie_qat.train.kernels import encoder_ops
+from ernie_qat.train.parallel import batch_max
 
 
 class _AddBias(PyLayer):
@@ -100,27 +101,17 @@ class _StraightThrough(PyLayer):
         return grad
 
 
-@paddle.no_grad()
-def _update_moving_average(quantizer: FakeQuantMovingAverageAbsMax, x) -> None:
-    """Paddle's moving-average abs-max scale update, in float32: state, accum and scale of `quantizer`."""
-    rate = np.float32(quantizer._moving_rate)
-    state = rate * np.float32(quantizer._state.item()) + np.float32(1)
-    accum = rate * np.float32(quantizer._accum.item()) + np.float32(encoder_ops().ernie_abs_max(x).item())
-    quantizer._state.set_value(np.array([state], np.float32))
-    quantizer._accum.set_value(np.array([accum], np.float32))
-    quantizer._scale.set_value(np.array([accum / state], np.float32))
-
-
 def fake_quant(quantizer: nn.Layer, x):
     """`quantizer(x)`, compiled for Paddle's abs-max (weights) and moving-average abs-max (activations)
-    quantizers on a float32 CPU input; the moving average advances only in training mode, as Paddle's."""
-    kind = type(quantizer)
-    if _compiled(x) is None or kind not in (FakeQuantAbsMax, FakeQuantMovingAverageAbsMax) \
+    quantizers on a float32 CPU input; the moving average advances only in training mode, as Paddle's,
+    with this step's max|x| over the global batch under data parallelism (ernie_qat.quant.observers)."""
+    if _compiled(x) is None or type(quantizer) not in (FakeQuantAbsMax, FakeQuantMovingAverageAbsMax,
+                                                       GlobalBatchMovingAverageAbsMax) \
             or quantizer._reduce_type is not None:
         return quantizer(x)
-    if kind is FakeQuantMovingAverageAbsMax:
+    if isinstance(quantizer, FakeQuantMovingAverageAbsMax):
         if quantizer.training:
-            _update_moving_average(quantizer, x)
+            update_moving_average(quantizer, batch_max(encoder_ops().ernie_abs_max(x)))
         return _StraightThrough.apply(x, float(quantizer._scale.item()), quantizer._quant_bits)
     scale = encoder_ops().ernie_abs_max(x)
     if quantizer._scale is not None:  # recorded as Paddle's forward records it

@@ -7,12 +7,18 @@ contract of ernie_qat.train.hooks, never by editing this loop.
 
 Outputs in `train.output_dir` (written by rank 0 only, each atomically): config.yaml,
 metrics.jsonl (train records; dev records, and `dev_intervened` ones while an intervention acts:
-dev through the training forward, `training_forward`), checkpoints/{last,best}/, results.json.
+dev through the training forward, `training_forward`), visualdl/ (the same scalars for VisualDL, unless
+`train.visualdl: false`), checkpoints/{last,best}/, results.json.
 
 Nothing is lost on a fault: a resumed run (`resume=True`) reproduces the uninterrupted run's
 losses and weights exactly, whether the process was killed mid-step or mid-save; SIGINT and
 SIGTERM finish the current step and save it; a non-finite loss, gradient or dev loss stops
 training before the update, leaving the last good checkpoint intact.
+
+Under `python -m paddle.distributed.launch` every process runs this loop on its shard of each
+batch (ernie_qat.train.parallel): gradients, losses and logs are the whole batch's on every rank,
+rank 0 alone evaluates and writes while the others wait, and the ranks agree on every stop (a
+signal, a non-finite value, a rank that died), so the guarantees above hold there too.
 """
 import contextlib
 import hashlib
@@ -23,7 +29,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import paddle
 import paddle.nn.functional as F
@@ -44,9 +50,13 @@ from ernie_qat.optim.adam import OPTIMIZERS
 from ernie_qat.plugins import build_plugins
 from ernie_qat.train.checkpoint import (load_checkpoint, read_trainer_state, recover_checkpoints, restore_training,
                                         save_checkpoint)
+from ernie_qat.train.class_weights import balanced_class_weights
+from ernie_qat.train.epochs import resolve_epochs
 from ernie_qat.train.evaluate import evaluate
 from ernie_qat.train.hooks import ParamGroup, PluginError, Plugins
-from ernie_qat.train.parallel import topology, unwrap
+from ernie_qat.train.parallel import (RankLost, Shard, Topology, broadcast_state, lockstep, reduce_gradients,
+                                      start, topology)
+from ernie_qat.train.visualdl_log import VisualDLLog
 
 
 RESUME_FREE_KEYS = ("train.output_dir",)  # config keys a resumed run may change: nothing else that shapes the run
@@ -89,15 +99,20 @@ def fit(cfg: Config, plugins: Optional[Plugins] = None, resume: bool = False) ->
         ResumeMismatchError: resuming with another config (but RESUME_FREE_KEYS), labels or data.
         NonFiniteError: the loss, a gradient or the dev loss became NaN or infinite.
         TrainingInterrupted: SIGINT or SIGTERM; the current step was saved as `last`.
+        RankLost: data parallel: another rank stopped; the last checkpoint is intact.
     """
     plugins = plugins or build_plugins(cfg)
-    topo = topology()
     wall_start = time.time()
     tc = cfg.train
     out = Path(tc.output_dir)
     checkpoints = out / "checkpoints"
     last_dir, best_dir = checkpoints / "last", checkpoints / "best"
-    resume = _resumable(checkpoints, resume, topo.writes)
+    if tc.batch_size < topology().world_size:
+        raise UserError(f"`train.batch_size` {tc.batch_size} is the global batch, shared by the run's "
+                        f"{topology().world_size} processes: each needs at least one example of it; raise it "
+                        f"to {topology().world_size} or more, or start fewer processes")
+    topo = start()
+    resume = _resumable(checkpoints, resume, topo)
 
     # ---- data, model (transforms in their declared order), plugins' set-up, optimizer
     paddle.seed(tc.seed)
@@ -105,10 +120,14 @@ def fit(cfg: Config, plugins: Optional[Plugins] = None, resume: bool = False) ->
     labels = LabelVocab.from_examples(splits["train"])
     fingerprints = {name: data_fingerprint(examples) for name, examples in splits.items()}
     sources = source_identities(cfg)
+    _check_same_inputs(topo, {"data": fingerprints, "sources": sources, "labels": labels.labels})
     if resume:
         _check_resumable(cfg, last_dir, labels, fingerprints, sources)
     steps_per_epoch = math.ceil(len(splits["train"]) / tc.batch_size)
-    total_steps = tc.max_steps or tc.epochs * steps_per_epoch
+    epochs, why = resolve_epochs(tc.epochs, [e.label for e in splits["train"]], tc.batch_size)
+    if why and topo.writes:
+        print(f"train.epochs: auto = {epochs} ({why})", file=sys.stderr)
+    total_steps = tc.max_steps or epochs * steps_per_epoch
     eval_every = tc.eval_every or steps_per_epoch
     restarts = {k: v for plugin in plugins.all() for k, v in plugin.schedule_restarts(total_steps).items()}
     fresh_optimizer_at = {s for plugin in plugins.all() for s in plugin.optimizer_restarts(total_steps)}
@@ -124,16 +143,20 @@ def fit(cfg: Config, plugins: Optional[Plugins] = None, resume: bool = False) ->
              "sources": sources}
     if resume:
         state = restore_training(last_dir, model, optimizer)
-    if topo.world_size > 1:  # gradients are all-reduced across the ranks in backward
-        paddle.distributed.init_parallel_env()
-        model = paddle.DataParallel(model)
+    if topo.world_size > 1:
+        topo.barrier()  # ranks set up at their own pace, and a gloo collective waits 30 s at most
+        broadcast_state(model)
     metrics_log = out / "metrics.jsonl"
     if topo.writes:  # records past the checkpoint, or half of one, left by a crash go
         write_jsonl(metrics_log, [r for r in read_jsonl(metrics_log) if r.get("step", math.inf) <= state["step"]])
+    scalars = VisualDLLog(out / "visualdl", read_jsonl(metrics_log) if topo.writes else [], topo.writes and tc.visualdl)
+    class_weights = paddle.to_tensor(balanced_class_weights([labels.index(e) for e in splits["train"]], len(labels))) \
+        if tc.class_weights == "balanced" else None
 
     def log(record: dict) -> None:
         if topo.writes:
             append_jsonl(metrics_log, record)
+            scalars.add(record)
 
     def checkpoint(folder: Path, with_optimizer: bool) -> None:
         if topo.writes:
@@ -145,26 +168,27 @@ def fit(cfg: Config, plugins: Optional[Plugins] = None, resume: bool = False) ->
     window = state.setdefault("window", _empty_window())
     stages: Dict[str, str] = {}  # the text logs of the last step
     window_start = time.time()
-    with _deferred_signals() as signals, \
+    with _deferred_signals() as signals, _rank_lost(last_dir, lambda: step), scalars, \
             tqdm(total=total_steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
                  disable=not topo.writes,
                  mininterval=1.0 if sys.stderr.isatty() else 30.0) as progress:  # a log file: a line per 30 s
         while step < total_steps:
             epoch, offset = divmod(step, steps_per_epoch)
             for indices in train_batches(lengths, tc.batch_size, cfg.data.bucket_batches, tc.seed, epoch)[offset:]:
-                # batch (this rank's share)
-                indices = topo.shard(indices)
+                # batch: this rank's shard, padded as the whole batch is (batch statistics see the same tokens)
+                shard = topo.shard(indices)
+                width = cfg.data.max_seq_len if cfg.data.pad_to_max_seq_len else max(lengths[i] for i in indices)
                 batch = {k: paddle.to_tensor(v) for k, v in
-                         collate([data["train"][i] for i in indices], unwrap(model).pad_token_id,
-                                 cfg.data.max_seq_len if cfg.data.pad_to_max_seq_len else None).items()}
-                paddle.seed(tc.seed * 1_000_003 + step)  # dropout masks depend on the step alone: exact resume
+                         collate([data["train"][i] for i in shard.indices], model.pad_token_id, width).items()}
+                paddle.seed(topo.step_seed(tc.seed, step))  # dropout masks from (seed, rank, step) alone: exact resume
                 started = time.time()
                 if step in fresh_optimizer_at:  # also when resuming at that step: its checkpoint predates the restart
                     optimizer.restart()
 
                 # plugins' per-batch work, forward, loss terms, backward and optimizer step
                 try:
-                    loss, step_logs = train_step(model, optimizer, batch, plugins, step)
+                    loss, step_logs = train_step(model, optimizer, batch, plugins, step,
+                                                 shard if topo.world_size > 1 else None, class_weights)
                 except NonFiniteError as exc:
                     raise _diverged(exc, step + 1, last_dir) from None
                 window["logs"] = step_logs  # a record's logs are those of its own step
@@ -190,15 +214,15 @@ def fit(cfg: Config, plugins: Optional[Plugins] = None, resume: bool = False) ->
                     window_start = time.time()
                 progress.update(1)
 
-                # evaluate and checkpoint; after SIGINT or SIGTERM, save this step and stop
+                # evaluate and checkpoint (rank 0; the others wait); after SIGINT or SIGTERM, save this step and stop
                 if step % eval_every == 0 or step == total_steps:
-                    dev = evaluate(model, data["dev"], tc.eval_batch_size)
+                    dev = topo.from_rank0(lambda: evaluate(model, data["dev"], tc.eval_batch_size))
                     if not math.isfinite(dev["loss"]):
                         raise _diverged(NonFiniteError(f"the dev loss is {dev['loss']}"), step, last_dir)
                     for plugin in plugins.all():
                         plugin.on_evaluate(model, step, dev)
                     log({"step": step, "epoch": epoch, "split": "dev", **dev})
-                    if any(intervention.active(step - 1) for intervention in plugins.interventions):
+                    if topo.writes and any(intervention.active(step - 1) for intervention in plugins.interventions):
                         # the TI reference's view while step 1 trains: the student with the intervention on
                         log({"step": step, "epoch": epoch, "split": "dev_intervened", **evaluate(
                             model, data["dev"], tc.eval_batch_size, training_forward(model, plugins, step - 1))})
@@ -209,25 +233,31 @@ def fit(cfg: Config, plugins: Optional[Plugins] = None, resume: bool = False) ->
                         checkpoint(best_dir, with_optimizer=False)
                     state["step"] = step
                     checkpoint(last_dir, with_optimizer=True)
-                if signals and step < total_steps:
+                    topo.barrier()
+                stop = topo.largest(signals[0] if signals else 0)  # every rank stops at the same step
+                if stop and step < total_steps:
                     if state["step"] != step:
                         state["step"] = step
                         checkpoint(last_dir, with_optimizer=True)
-                    raise TrainingInterrupted(f"stopped by {signal.Signals(signals[0]).name} at step {step} of "
-                                              f"{total_steps}; saved {last_dir}", signals[0])
+                    raise TrainingInterrupted(f"stopped by {signal.Signals(stop).name} at step {step} of "
+                                              f"{total_steps}; saved {last_dir}", stop)
                 if step >= total_steps:
                     break
-    if not topo.writes:
-        return {"best_step": state["best_step"], "steps": step}
 
-    # ---- final evaluation of the best checkpoint
-    best_model = load_checkpoint(best_dir)[0]
-    results = {"best_step": state["best_step"], "steps": step, "train_seconds": round(state["train_seconds"], 1),
-               "wall_seconds_this_process": round(time.time() - wall_start, 1), "environment": cpu_settings(),
-               "dev": evaluate(best_model, data["dev"], tc.eval_batch_size)}
-    if "test" in data:
-        results["test"] = evaluate(best_model, data["test"], tc.eval_batch_size)
-    write_json(out / "results.json", results)
+    # ---- final evaluation of the best checkpoint (rank 0; the others wait for its results, and all end together)
+    def final_results() -> dict:
+        best_model = load_checkpoint(best_dir)[0]
+        results = {"best_step": state["best_step"], "steps": step, "train_seconds": round(state["train_seconds"], 1),
+                   "wall_seconds_this_process": round(time.time() - wall_start, 1), "environment": cpu_settings(),
+                   "dev": evaluate(best_model, data["dev"], tc.eval_batch_size)}
+        if "test" in data:
+            results["test"] = evaluate(best_model, data["test"], tc.eval_batch_size)
+        write_json(out / "results.json", results)
+        return results
+
+    with _rank_lost(last_dir, lambda: step):
+        results = topo.from_rank0(final_results)
+        topo.finish()
     return results
 
 
@@ -284,12 +314,17 @@ def staged_schedule(learning_rate: float, total_steps: int, stages: Dict[int, fl
     return paddle.optimizer.lr.LambdaDecay(learning_rate, factor)
 
 
-def train_step(model, optimizer, batch: dict, plugins: Plugins, step: int) -> Tuple[float, Dict[str, float]]:
+def train_step(model, optimizer, batch: dict, plugins: Plugins, step: int, shard: Optional[Shard] = None,
+               class_weights: Optional[paddle.Tensor] = None) -> Tuple[float, Dict[str, float]]:
     """One optimizer step on `batch` (input_ids, token_type_ids [B, L], labels [B] tensors).
 
     Plugins' `on_batch` run first; then the step strategy calls the closure, which runs the
     forward (interventions of `step` apply; the outputs loss terms need are recorded), the
-    weighted cross-entropy with the labels (unless its weight is 0) plus the loss terms, and backward.
+    weighted cross-entropy with the labels (unless its weight is 0; its classes weighted by `class_weights` [C]
+    if given, `train.class_weights`) plus the loss terms, and backward.
+    Under data parallelism `batch` is this rank's `shard` of the global batch (None in a single process): batch
+    statistics are the global batch's (`parallel.lockstep`), and after each backward the gradients, the loss and
+    the loss terms' logs become the global batch's on every rank (`parallel.reduce_gradients`).
 
     Returns:
         (loss of the first closure call, logs: what plugins' `on_batch` returned, loss terms' values
@@ -300,16 +335,13 @@ def train_step(model, optimizer, batch: dict, plugins: Plugins, step: int) -> Tu
         NonFiniteError: the loss or a gradient is NaN or infinite (raised before the update).
     """
     model.train()
-    batch_logs = {}
-    for plugin in plugins.all():
-        batch_logs.update(plugin.on_batch(model, batch, step) or {})
-    losses, first_logs = [], {}
+    losses, first_logs, batch_logs = [], {}, {}
 
     def closure() -> paddle.Tensor:
         outputs = forward_outputs(model, batch, plugins.needs, step)
         loss, logs = None, {}
         if plugins.ground_truth_weight:
-            loss = F.cross_entropy(outputs.logits, batch["labels"])
+            loss = F.cross_entropy(outputs.logits, batch["labels"], weight=class_weights)
             if plugins.ground_truth_weight != 1:
                 loss = plugins.ground_truth_weight * loss
         for term in plugins.loss_terms:
@@ -318,6 +350,8 @@ def train_step(model, optimizer, batch: dict, plugins: Plugins, step: int) -> Tu
             logs.update({f"loss/{term.name}/{key}": value for key, value in term_logs.items()})
         loss.backward()
         faults.reach("train.backward")
+        if shard is not None:
+            loss, logs = _whole_batch(model, loss, logs, shard.share)
         _check_finite(model, loss)
         if not losses:
             first_logs.update(logs)
@@ -325,7 +359,10 @@ def train_step(model, optimizer, batch: dict, plugins: Plugins, step: int) -> Tu
         return loss
 
     strategy = plugins.step_strategy
-    strategy_logs = strategy.step(model, optimizer, closure, step) or {}
+    with lockstep(shard) if shard is not None else contextlib.nullcontext():  # every rank runs these forwards
+        for plugin in plugins.all():
+            batch_logs.update(plugin.on_batch(model, batch, step) or {})
+        strategy_logs = strategy.step(model, optimizer, closure, step) or {}
     if not losses:
         raise PluginError(f"the optimizer-step strategy `{strategy.name}` ({type(strategy).__name__}) returned "
                           "without calling the closure: no forward or backward ran at this step.\n"
@@ -346,18 +383,23 @@ def training_forward(model, plugins: Plugins, step: int):
     return forward
 
 
-def _resumable(checkpoints: Path, resume: bool, writes: bool) -> bool:
-    """Whether the run continues from `checkpoints/last`, after putting back checkpoints whose save a crash
-    interrupted (if this process `writes`). Raises RunExistsError for a run that `resume` does not ask for."""
+def _resumable(checkpoints: Path, resume: bool, topo: Topology) -> bool:
+    """Whether the run continues from `checkpoints/last`, after rank 0 put back checkpoints whose save a crash
+    interrupted. Raises RunExistsError for a run that `resume` does not ask for."""
     if not resume and ((checkpoints / "last").exists() or any(checkpoints.glob(".last.*"))):
         raise RunExistsError(f"`train.output_dir` {checkpoints.parent} already holds a run: pass --resume to "
                              "continue it, or choose another output_dir")
-    if writes:
+    if topo.writes:
         for name, copy in recover_checkpoints(checkpoints).items():
             print(f"recovered checkpoint `{name}` from a save a crash interrupted ({copy.name})", file=sys.stderr)
-    if resume and not (checkpoints / "last").exists():
-        print(f"--resume: no checkpoint in {checkpoints}: starting a fresh run", file=sys.stderr)
+    found = topo.from_rank0(lambda: (checkpoints / "last").exists())  # once rank 0 has put it back
+    if resume and not found:
+        if topo.writes:
+            print(f"--resume: no checkpoint in {checkpoints}: starting a fresh run", file=sys.stderr)
         return False
+    if resume and not (checkpoints / "last").exists():
+        raise UserError(f"rank {topo.rank} finds no `{checkpoints / 'last'}`, from which rank 0 resumes: on several "
+                        "machines put `train.output_dir` on a file system they share, or copy it to every machine")
     return resume
 
 
@@ -398,6 +440,24 @@ def _check_resumable(cfg: Config, last_dir: Path, labels: LabelVocab, fingerprin
                                   "\nHINT: restore these values, or start a new run in another `train.output_dir`")
 
 
+def _whole_batch(model, loss: paddle.Tensor, logs: Dict[str, float], share: float):
+    """(loss, logs) of the global batch, every parameter's gradient made the global batch's too: one all-reduce."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    values = reduce_gradients(params, share, [float(loss), *logs.values()])
+    return paddle.to_tensor(values[0]), dict(zip(logs, values[1:]))
+
+
+def _check_same_inputs(topo: Topology, inputs: dict) -> None:
+    """Raises UserError on a rank whose data, labels or source checkpoints differ from rank 0's (a node of a
+    data-parallel run with other files)."""
+    rank0 = topo.from_rank0(lambda: inputs)
+    differ = [key for key in inputs if inputs[key] != rank0[key]]
+    if differ:
+        raise UserError(f"rank {topo.rank} reads other {' and '.join(differ)} than rank 0 (the same paths hold other "
+                        "files): every process of a data-parallel run, on every machine, needs the same data files "
+                        "and checkpoints")
+
+
 def _check_finite(model, loss: paddle.Tensor) -> None:
     """Raises NonFiniteError if the loss or any parameter's gradient holds NaN or infinity."""
     if not math.isfinite(float(loss)):
@@ -410,14 +470,29 @@ def _check_finite(model, loss: paddle.Tensor) -> None:
 
 def _diverged(cause: NonFiniteError, step: int, last_dir: Path) -> NonFiniteError:
     """The error that stops a diverged run: what, at which step, and the checkpoint to go back to."""
-    if last_dir.exists():
-        saved = read_trainer_state(last_dir)["step"]
-        back = f"the last good checkpoint, {last_dir} (step {saved}), is intact: --resume continues from it"
-    else:
-        back = "no checkpoint was saved before"
-    return NonFiniteError(f"training diverged at step {step}: {cause}; {back}.\n"
+    return NonFiniteError(f"training diverged at step {step}: {cause}; {_last_good(last_dir)}.\n"
                           "HINT: lower `train.learning_rate`, raise `train.warmup_ratio`, or keep "
                           "`train.max_grad_norm` > 0")
+
+
+@contextlib.contextmanager
+def _rank_lost(last_dir: Path, step: Callable[[], int]):
+    """Within the block, RankLost (another rank of a data-parallel run stopped) also says the step and the
+    checkpoint to go back to."""
+    try:
+        yield
+    except RankLost as exc:
+        raise RankLost(f"training stopped after step {step()}: {exc}; {_last_good(last_dir)}.\n"
+                       "HINT: each rank's output is in the launcher's log folder (--log_dir, default ./log: "
+                       "workerlog.<rank>); the rank that stopped first says why") from None
+
+
+def _last_good(last_dir: Path) -> str:
+    """Where a stopped run can continue from."""
+    if not last_dir.exists():
+        return "no checkpoint was saved before"
+    saved = read_trainer_state(last_dir)["step"]
+    return f"the last good checkpoint, {last_dir} (step {saved}), is intact: --resume continues from it"
 
 
 def _empty_window() -> dict:

@@ -1,13 +1,14 @@
 """The encoder's compiled CPU kernels (`encoder_ops.cc`): built on first use, then loaded from the cache.
 
 `encoder_ops()` compiles the source with the machine's C++ compiler and OpenMP into
-`cache_dir()/kernels/<source hash>` (about 15 s, once per source version; later loads take about
-a second) and returns the module of Paddle custom operators `ernie_gelu`, `ernie_layer_norm`,
+`cache_dir()/kernels/<source hash>` (about 15 s, once per source version, one process at a time; later
+loads take about a second) and returns the module of Paddle custom operators `ernie_gelu`, `ernie_layer_norm`,
 `ernie_softmax` and `ernie_dropout`. Where they cannot be built (no compiler, no OpenMP) it logs a
 one-line warning once and returns None, and training runs on Paddle's own kernels; the build's output
 (compiler errors, Paddle's traceback) goes to `build.log` in that folder and to the debug log.
 """
 import contextlib
+import fcntl
 import functools
 import hashlib
 import logging
@@ -63,7 +64,9 @@ def encoder_ops() -> Optional[object]:
     digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(CXX_FLAGS + link_flags).encode()).hexdigest()[:12]
     build = cache_dir() / "kernels" / digest
     build.mkdir(parents=True, exist_ok=True)
-    with open(build / "build.log", "w", encoding="utf-8") as log:
+    with open(build / ".lock", "w") as lock, open(build / "build.log", "a", encoding="utf-8") as log:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # processes started together (data-parallel ranks) build it once
+        log.truncate(0)
         try:
             with _output_to(log):
                 return load(name="ernie_encoder_ops", sources=[str(SOURCE)], extra_cxx_cflags=CXX_FLAGS,

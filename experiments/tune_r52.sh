@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# R52 (52 imbalanced Reuters topics, docs/datasets.md), MiniLM FP32 at max_seq_len 64, seed 42, four arms:
+#   defaults              configs/r52_minilm_fp32.yaml as it is (3 epochs, batch 32, lr 5e-5, warm-up 0.1)
+#   auto_epochs           + train.epochs=auto (the data-scaled rule: 7 epochs on R52)
+#   auto_epochs_balanced  + train.class_weights=balanced
+#   tuned                 tools/tune.py, 10 trials (TPE, median pruning, dev macro-F1) over lr, epochs, warm-up, batch
+# each reported on the test split (accuracy, macro-F1) of its best checkpoint: runs/tune_r52/report.md.
+# Resumable: run it again; a finished arm is skipped, an unfinished run resumes from its checkpoint, and the search
+# continues its study (runs/tune_r52/search/study.db). In the background, as the machine's other work allows:
+#   setsid nohup nice -n 19 bash experiments/tune_r52.sh > logs/tune_r52.log 2>&1 &
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+OUT=runs/tune_r52
+BASE=(--config configs/r52_minilm_fp32.yaml -o data.max_seq_len=64)
+
+train() {  # NAME [OVERRIDE...]: one run in $OUT/NAME, skipped once finished
+  local name=$1
+  shift
+  [ -f "$OUT/$name/results.json" ] || $PY tools/train.py "${BASE[@]}" -o "train.output_dir=$OUT/$name" "$@" --resume
+}
+
+$PY tools/fetch.py minilm r52
+train defaults
+train auto_epochs -o train.epochs=auto
+train auto_epochs_balanced -o train.epochs=auto -o train.class_weights=balanced
+$PY tools/tune.py "${BASE[@]}" --trials 10 --output "$OUT/search"
+
+$PY - "$OUT" <<'PYTHON'
+"""The arms' test metrics as a Markdown table."""
+import json
+import math
+import sys
+from pathlib import Path
+
+import optuna
+
+from ernie_qat.config import load_config
+from ernie_qat.data.builtin import prepare_dataset
+
+out = Path(sys.argv[1])
+study = optuna.load_study(study_name="tune", storage=f"sqlite:///{out / 'search' / 'study.db'}")
+folders = {name: out / name for name in ("defaults", "auto_epochs", "auto_epochs_balanced")}
+folders["tuned"] = Path(study.best_trial.user_attrs["folder"])
+train_size = json.loads((prepare_dataset("r52") / "info.json").read_text())["sizes"]["train"]
+lines = ["| arm | epochs | batch | lr | warm-up | class weights | test accuracy | test macro-F1 | dev macro-F1 | "
+         "train s |", "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
+for name, folder in folders.items():
+    results = json.loads((folder / "results.json").read_text())
+    tc = load_config(folder / "config.yaml").train
+    epochs = results["steps"] // math.ceil(train_size / tc.batch_size)
+    lines.append(f"| {name} | {epochs} | {tc.batch_size} | {tc.learning_rate:.2e} | {tc.warmup_ratio:.2f} | "
+                 f"{tc.class_weights} | {results['test']['accuracy']:.2f} | {results['test']['macro_f1']:.2f} | "
+                 f"{results['dev']['macro_f1']:.2f} | {results['train_seconds']:.0f} |")
+finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+lines.append(f"\ntuned: trial {study.best_trial.number} of {len(finished)} finished "
+             f"({sum(t.state.name == 'PRUNED' for t in finished)} pruned), chosen on dev macro-F1; checkpoints "
+             "chosen on dev accuracy in the other arms, dev macro-F1 in the tuned one")
+(out / "report.md").write_text("\n".join(lines) + "\n")
+print("\n".join(lines))
+PYTHON
