@@ -13,6 +13,16 @@ class UserError(ValueError):
     prefix = "error: "  # how the command-line tools introduce the message
 
 
+class Stopped(UserError):
+    """SIGINT or SIGTERM stopped a long job after saving what it had: a stop, not an error. Exits 128 + the
+    signal's number, as a shell reports a process the signal ended."""
+    prefix = ""
+
+    def __init__(self, message: str, signal_number: int):
+        super().__init__(message)
+        self.exit_code = 128 + signal_number
+
+
 def did_you_mean(name: str, choices: Iterable[str], quote: str = "`") -> str:
     """"; did you mean `x`?" for the closest of `choices` to `name`, or "" if none is close."""
     close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1)

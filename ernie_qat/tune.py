@@ -37,7 +37,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 from ernie_qat import env
 from ernie_qat.atomic import read_jsonl
 from ernie_qat.config import METRICS, differences, flat_dict, load_config
-from ernie_qat.errors import UserError
+from ernie_qat.errors import Stopped, UserError
 
 TOOLS_DIR = Path(__file__).resolve().parents[1] / "tools"
 STUDY_NAME = "tune"
@@ -52,13 +52,8 @@ class TuneError(UserError):
     """The search cannot go on: its folder holds another search, or trials keep failing."""
 
 
-class TuneInterrupted(UserError):
-    """SIGINT or SIGTERM stopped the search; the running trial saved its run: a stop, not an error."""
-    prefix = ""
-
-    def __init__(self, message: str, signal_number: int):
-        super().__init__(message)
-        self.exit_code = 128 + signal_number
+class TuneInterrupted(Stopped):
+    """SIGINT or SIGTERM stopped the search; the running trial saved its run."""
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from typing import List, Optional, Tuple
 
 from ernie_qat.atomic import write_json
 from ernie_qat.config import Config
-from ernie_qat.errors import UserError
+from ernie_qat.errors import Stopped, UserError
 from ernie_qat.suite.spec import Cell
 
 TOOLS_DIR = Path(__file__).resolve().parents[2] / "tools"
@@ -32,13 +32,8 @@ INT8_REPORT = "int8_verification.json"  # {"deployed", "reason", "folder_mb", "v
 RECORD_FILES = ("results.json", "config.yaml", "identity.json", "metrics.jsonl", PREDICTIONS, INT8_REPORT)
 
 
-class SuiteInterrupted(UserError):
-    """SIGINT or SIGTERM stopped the suite: a stop, not an error; the same command continues it."""
-    prefix = ""
-
-    def __init__(self, message: str, signal_number: int):
-        super().__init__(message)
-        self.exit_code = 128 + signal_number
+class SuiteInterrupted(Stopped):
+    """SIGINT or SIGTERM stopped the suite; the same command continues it."""
 
 
 class CellsFailed(UserError):

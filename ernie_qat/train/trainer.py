@@ -43,7 +43,7 @@ from ernie_qat.data.batching import collate, encode, train_batches
 from ernie_qat.data.loader import Example, LabelVocab
 from ernie_qat.data.sources import load_splits
 from ernie_qat.env import cpu_settings
-from ernie_qat.errors import UserError
+from ernie_qat.errors import Stopped, UserError
 from ernie_qat.models.classifier import build_classifier
 from ernie_qat.models.taps import forward_outputs, taps_of
 from ernie_qat.optim.adam import OPTIMIZERS
@@ -74,13 +74,8 @@ class NonFiniteError(UserError):
     """Training diverged: a loss or gradient is NaN or infinite."""
 
 
-class TrainingInterrupted(UserError):
-    """SIGINT or SIGTERM stopped training after the current step was saved: a stop, not an error."""
-    prefix = ""
-
-    def __init__(self, message: str, signal_number: int):
-        super().__init__(message)
-        self.exit_code = 128 + signal_number
+class TrainingInterrupted(Stopped):
+    """SIGINT or SIGTERM stopped training after the current step was saved."""
 
 
 def fit(cfg: Config, plugins: Optional[Plugins] = None, resume: bool = False) -> dict:
