@@ -3,8 +3,10 @@
 Every error a user can fix by changing input (a config, a file, a path, a plugin combination)
 derives from `UserError`; `ernie_qat.cli.run` prints it and exits with its `exit_code`.
 """
+import contextlib
 import difflib
-from typing import Iterable
+import signal
+from typing import Callable, Iterable, Iterator
 
 
 class UserError(ValueError):
@@ -21,6 +23,18 @@ class Stopped(UserError):
     def __init__(self, message: str, signal_number: int):
         super().__init__(message)
         self.exit_code = 128 + signal_number
+
+
+@contextlib.contextmanager
+def stop_signals_handled_by(handler: Callable[[int, object], None]) -> Iterator[None]:
+    """Within the block, SIGINT and SIGTERM call `handler(signal_number, frame)`; the previous handlers are
+    put back after it, however it ends."""
+    previous = {number: signal.signal(number, handler) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, earlier in previous.items():
+            signal.signal(number, earlier)
 
 
 def did_you_mean(name: str, choices: Iterable[str], quote: str = "`") -> str:

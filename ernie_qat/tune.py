@@ -37,7 +37,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 from ernie_qat import env
 from ernie_qat.atomic import read_jsonl
 from ernie_qat.config import METRICS, differences, flat_dict, load_config
-from ernie_qat.errors import Stopped, UserError
+from ernie_qat.errors import Stopped, UserError, stop_signals_handled_by
 
 TOOLS_DIR = Path(__file__).resolve().parents[1] / "tools"
 STUDY_NAME = "tune"
@@ -291,12 +291,8 @@ def _forwarded_signals() -> Iterator[_Stop]:
         if stop.child is not None and stop.child.poll() is None:
             stop.child.send_signal(signal.SIGTERM)
 
-    previous = {number: signal.signal(number, record) for number in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with stop_signals_handled_by(record):
         yield stop
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
 
 
 def _stop_with_parent() -> None:

@@ -21,7 +21,7 @@ from typing import List, Optional, Tuple
 
 from ernie_qat.atomic import write_json
 from ernie_qat.config import Config
-from ernie_qat.errors import Stopped, UserError
+from ernie_qat.errors import Stopped, UserError, stop_signals_handled_by
 from ernie_qat.suite.spec import Cell
 
 TOOLS_DIR = Path(__file__).resolve().parents[2] / "tools"
@@ -113,13 +113,9 @@ def run_tool(command: List[str]) -> Tuple[int, Optional[int]]:
         if signal_number == signal.SIGTERM and child:
             child[0].send_signal(signal.SIGTERM)
 
-    previous = {number: signal.signal(number, record) for number in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with stop_signals_handled_by(record):
         child.append(subprocess.Popen(command))
         code = child[0].wait()
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
     return code, received[0] if received else None
 
 

@@ -43,7 +43,7 @@ from ernie_qat.data.batching import collate, encode, train_batches
 from ernie_qat.data.loader import Example, LabelVocab
 from ernie_qat.data.sources import load_splits
 from ernie_qat.env import cpu_settings
-from ernie_qat.errors import Stopped, UserError
+from ernie_qat.errors import Stopped, UserError, stop_signals_handled_by
 from ernie_qat.models.classifier import build_classifier
 from ernie_qat.models.taps import forward_outputs, taps_of
 from ernie_qat.optim.adam import OPTIMIZERS
@@ -508,12 +508,8 @@ def _deferred_signals():
             raise KeyboardInterrupt
         received.append(signal_number)
 
-    previous = {number: signal.signal(number, record) for number in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with stop_signals_handled_by(record):
         yield received
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
 
 
 def _format(metrics: Dict[str, float]) -> str:
