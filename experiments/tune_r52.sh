@@ -3,30 +3,61 @@
 #   defaults              configs/r52_minilm_fp32.yaml as it is (3 epochs, batch 32, lr 5e-5, warm-up 0.1)
 #   auto_epochs           + train.epochs=auto (the data-scaled rule: 7 epochs on R52)
 #   auto_epochs_balanced  + train.class_weights=balanced
-#   tuned                 tools/tune.py, 10 trials (TPE, median pruning, dev macro-F1) over lr, epochs, warm-up, batch
-# each reported on the test split (accuracy, macro-F1) of its best checkpoint: runs/tune_r52/report.md.
-# Resumable: run it again; a finished arm is skipped, an unfinished run resumes from its checkpoint, and the search
-# continues its study (runs/tune_r52/search/study.db). In the background, as the machine's other work allows:
+#   tuned                 tools/tune.py, 8 trials (TPE, median pruning, dev macro-F1) over lr, epochs, warm-up, batch
+# each reported on the test split (accuracy, macro-F1) of its best checkpoint: docs/tuning/r52/report.md.
+# It takes about 3 hours of 2-core time. What outlives the machine is kept in docs/tuning/r52 (commit it): each
+# finished arm's and trial's small files (results.json, config.yaml, metrics.jsonl) and the search's study.db,
+# recorded after each arm and each trial. Resumable: run it again, on this machine or a fresh clone; a recorded arm
+# or trial is not run again, an unfinished run resumes from its checkpoint if this machine has it (from scratch if
+# not), and the search continues its study. In the background, as the machine's other work allows:
 #   setsid nohup nice -n 19 bash experiments/tune_r52.sh > logs/tune_r52.log 2>&1 &
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 OUT=runs/tune_r52
+RECORDS=docs/tuning/r52
+TRIALS=8
 BASE=(--config configs/r52_minilm_fp32.yaml -o data.max_seq_len=64)
+
+record() {  # RUN RECORD: copy the run's small files (those it has) into the record
+  mkdir -p "$2"
+  for file in results.json config.yaml metrics.jsonl; do [ ! -f "$1/$file" ] || cp "$1/$file" "$2/"; done
+}
+
+restore() {  # RECORD RUN: an earlier session's finished run, unless this machine has the run
+  [ -f "$2/results.json" ] || [ ! -f "$1/results.json" ] || { mkdir -p "$2" && cp "$1"/* "$2/"; }
+}
 
 train() {  # NAME [OVERRIDE...]: one run in $OUT/NAME, skipped once finished
   local name=$1
   shift
+  restore "$RECORDS/$name" "$OUT/$name"
   [ -f "$OUT/$name/results.json" ] || $PY tools/train.py "${BASE[@]}" -o "train.output_dir=$OUT/$name" "$@" --resume
+  record "$OUT/$name" "$RECORDS/$name"
+}
+
+search() {  # the tuned arm, one trial more per call of tools/tune.py so that each trial is recorded as it ends
+  local folder=$OUT/search
+  if [ ! -f "$folder/study.db" ] && [ -f "$RECORDS/search/study.db" ]; then
+    mkdir -p "$folder"
+    cp "$RECORDS/search/study.db" "$folder/"
+    for trial in "$RECORDS"/search/trials/*/; do restore "$trial" "$folder/trials/$(basename "$trial")"; done
+  fi
+  for ((n = 1; n <= TRIALS; n++)); do
+    $PY tools/tune.py "${BASE[@]}" --trials "$n" --output "$folder"
+    mkdir -p "$RECORDS/search"
+    cp "$folder"/{study.db,search.png,curves.png,trials.csv} "$RECORDS/search/"
+    for trial in "$folder"/trials/*/; do record "$trial" "$RECORDS/search/trials/$(basename "$trial")"; done
+  done
 }
 
 $PY tools/fetch.py minilm r52
 train defaults
 train auto_epochs -o train.epochs=auto
 train auto_epochs_balanced -o train.epochs=auto -o train.class_weights=balanced
-$PY tools/tune.py "${BASE[@]}" --trials 10 --output "$OUT/search"
+search
 
-$PY - "$OUT" <<'PYTHON'
+$PY - "$OUT" "$RECORDS" <<'PYTHON'
 """The arms' test metrics as a Markdown table."""
 import json
 import math
@@ -38,7 +69,7 @@ import optuna
 from ernie_qat.config import load_config
 from ernie_qat.data.builtin import prepare_dataset
 
-out = Path(sys.argv[1])
+out, records = Path(sys.argv[1]), Path(sys.argv[2])
 study = optuna.load_study(study_name="tune", storage=f"sqlite:///{out / 'search' / 'study.db'}")
 folders = {name: out / name for name in ("defaults", "auto_epochs", "auto_epochs_balanced")}
 folders["tuned"] = Path(study.best_trial.user_attrs["folder"])
@@ -56,6 +87,6 @@ finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
 lines.append(f"\ntuned: trial {study.best_trial.number} of {len(finished)} finished "
              f"({sum(t.state.name == 'PRUNED' for t in finished)} pruned), chosen on dev macro-F1; checkpoints "
              "chosen on dev accuracy in the other arms, dev macro-F1 in the tuned one")
-(out / "report.md").write_text("\n".join(lines) + "\n")
+(records / "report.md").write_text("\n".join(lines) + "\n")
 print("\n".join(lines))
 PYTHON
