@@ -43,40 +43,15 @@ count other than this process's OMP_NUM_THREADS is measured in a child process w
 OMP_NUM_THREADS set to it.
 """
 import argparse
-import os
-import platform
 import sys
 from importlib import metadata
 from pathlib import Path
 
 from ernie_qat import cli
 from ernie_qat.atomic import write_json
+from ernie_qat.benchmark.machine import int8_dot_product, machine_info
 
 SHAPES = ["ernie-base", "minilm", "tiny"]
-INT8_DOT_PRODUCT_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8"}  # CPUs where oneDNN has fast int8 kernels
-
-
-def machine_info() -> dict:
-    """CPU model, cores, load and library versions, for the JSON report."""
-    cpu, flags = platform.processor(), []
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = line.split(":", 1)[1].split()
-                break
-    except OSError:
-        pass
-    versions = {}
-    for package in ("paddlepaddle", "paddlenlp", "paddleslim", "onnxruntime", "paddle2onnx", "numpy"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    return {"cpu": cpu, "cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
-            "cpu_flags": sorted(f for f in flags if f.startswith(("avx", "amx", "fma"))),
-            "loadavg": os.getloadavg(), "python": platform.python_version(), "versions": versions}
 
 
 def collect_models(args, parser) -> dict:
@@ -156,7 +131,7 @@ def main() -> None:
         parser.error(f"--rounds {args.rounds} exceeds --runs {args.runs}: every turn needs a timed run")
 
     machine = machine_info()
-    if not INT8_DOT_PRODUCT_FLAGS & set(machine["cpu_flags"]):
+    if not int8_dot_product(machine):
         print("note: this CPU has no VNNI or AMX: oneDNN runs int8 layers through its GEMM fallback, about as fast "
               "as FP32 at small batches (docs/int8_speed.md)", file=sys.stderr)
     models = collect_models(args, parser)

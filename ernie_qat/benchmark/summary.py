@@ -2,12 +2,14 @@
 
 Both predictors label a labelled split (accuracy, macro-F1, argmax agreement); the folders' sizes are their
 files' bytes; latency is one text of the split's median length through `Predictor.predict` (tokenizing
-included), timed in turns (`time_in_turns`): a second or two in all.
+included), timed in turns (`time_in_turns`): a second or two in all. The CPU's model and int8 dot-product
+flags are printed with it: without VNNI or AMX, oneDNN's int8 layers are no faster than FP32 at one text.
 """
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
 from ernie_qat.benchmark.inference import time_in_turns
+from ernie_qat.benchmark.machine import int8_dot_product, machine_info
 from ernie_qat.data.loader import read_examples
 from ernie_qat.data.sources import data_file
 from ernie_qat.deploy import Predictor
@@ -22,8 +24,8 @@ def folder_mb(folder) -> float:
 
 
 def compare(folders: Dict[str, Path], data: str, threads: Optional[int] = None) -> dict:
-    """{"data", "examples", "agreement" (% same label), "threads", and per folder name: accuracy, macro_f1,
-    size_mb, p50_ms} of the deployment `folders` ({"fp32": ..., "int8": ...}) on the labelled `data`
+    """{"data", "examples", "agreement" (% same label), "threads", "cpu", "int8_dot_product" (the CPU's VNNI/AMX
+    flags, "" if none), and per folder name: accuracy, macro_f1, size_mb, p50_ms} of the deployment `folders` ({"fp32": ..., "int8": ...}) on the labelled `data`
     (a file or `dataset:split`)."""
     examples = read_examples(data_file(data), require_label=True)
     texts, pairs = [e.text for e in examples], [e.text_pair for e in examples]
@@ -35,7 +37,9 @@ def compare(folders: Dict[str, Path], data: str, threads: Optional[int] = None) 
     latency = time_in_turns({name: (predictor.predict, ([texts[median]], [pairs[median]]))
                              for name, predictor in predictors.items()}, batch=1, runs=LATENCY_RUNS, warmup=3)
     first, second = list(labels.values())[:2]
+    machine = machine_info()
     out = {"data": data, "examples": len(examples), "threads": next(iter(predictors.values())).threads,
+           "cpu": machine["cpu"], "int8_dot_product": int8_dot_product(machine),
            "agreement": 100.0 * sum(a == b for a, b in zip(first, second)) / len(examples)}
     for name, got in labels.items():
         metrics = classification_metrics(gold, [names.index(label) if label else -1 for label in got])
@@ -58,6 +62,11 @@ def format_summary(summary: dict, folders: Dict[str, Path], next_paths: Sequence
              f" (1 text, {summary['threads']} threads)")]
     lines = [f"Summary on {summary['data']} ({summary['examples']} examples): {folders['fp32']} vs {folders['int8']}"]
     lines += [f"  {a:<12} {b:>9} {c:>9}   {d}".rstrip() for a, b, c, d in rows]
+    if summary["int8_dot_product"]:
+        lines.append(f"  CPU: {summary['cpu']}, {summary['int8_dot_product']} (oneDNN's fast int8 kernels)")
+    else:
+        lines.append(f"  CPU: {summary['cpu']}, no VNNI or AMX: int8 layers run oneDNN's GEMM fallback, no faster "
+                     "than FP32 at one text; INT8 gains at batches and on VNNI CPUs (docs/int8_speed.md)")
     if next_paths:
         lines += ["Next:"] + [f"  {path}" for path in next_paths]
     return "\n".join(lines)
