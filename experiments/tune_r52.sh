@@ -12,6 +12,7 @@
 # not), and the search continues its study. In the background, as the machine's other work allows:
 #   setsid nohup nice -n 19 bash experiments/tune_r52.sh > logs/tune_r52.log 2>&1 &
 set -euo pipefail
+shopt -s nullglob
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 OUT=runs/tune_r52
