@@ -229,6 +229,11 @@ def folder_identity(folder) -> str:
     return digest.hexdigest()
 
 
+def folder_megabytes(folder) -> float:
+    """The size of the files under `folder`, MB (10⁶ bytes)."""
+    return sum(path.stat().st_size for path in Path(folder).rglob("*") if path.is_file()) / 1e6
+
+
 def is_complete(folder) -> bool:
     """Whether `folder` has a manifest its files match."""
     try:

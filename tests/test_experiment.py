@@ -23,9 +23,10 @@ from scipy.stats import binomtest
 
 from conftest import ROOT, make_toy_task, one_error_line, run_here, trained
 from ernie_qat import faults
+from ernie_qat.atomic import folder_megabytes
 from ernie_qat.suite import run
 from ernie_qat.suite.paired import mcnemar, paired_bootstrap
-from ernie_qat.suite.report import folder_megabytes, steps_to_reach
+from ernie_qat.suite.report import steps_to_reach
 from ernie_qat.suite.spec import SuiteError, cells, check_finished, load_suite
 
 RUN = ["train.max_steps=48", "train.eval_every=8", "train.log_every=6"]  # 20 (the stop): half a log window

@@ -5,7 +5,8 @@ import pytest
 
 from conftest import run_here
 from deploy_fixtures import fixtures
-from ernie_qat.benchmark.summary import compare, folder_mb, format_summary
+from ernie_qat.atomic import folder_megabytes
+from ernie_qat.benchmark.summary import compare, format_summary
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,7 @@ def test_summary_numbers_match_the_predictors(exports):
     for name in ("fp32", "int8"):
         assert summary[name]["accuracy"] == pytest.approx(100 * sum(
             p == g for p, g in zip(predicted[name], gold)) / 64)
-        assert summary[name]["size_mb"] == folder_mb(exports / name) > 0 and summary[name]["p50_ms"] > 0
+        assert summary[name]["size_mb"] == folder_megabytes(exports / name) > 0 and summary[name]["p50_ms"] > 0
     assert summary["agreement"] == pytest.approx(100 * sum(a == b for a, b in zip(*predicted.values())) / 64)
 
 

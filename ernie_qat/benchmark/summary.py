@@ -8,6 +8,7 @@ flags are printed with it: without VNNI or AMX, oneDNN's int8 layers are no fast
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
+from ernie_qat.atomic import folder_megabytes
 from ernie_qat.benchmark.inference import time_in_turns
 from ernie_qat.benchmark.machine import int8_dot_product, machine_info
 from ernie_qat.data.loader import read_examples
@@ -16,11 +17,6 @@ from ernie_qat.deploy import Predictor
 from ernie_qat.train.metrics import classification_metrics
 
 LATENCY_RUNS = 40  # timed calls per predictor (after warm-up)
-
-
-def folder_mb(folder) -> float:
-    """Bytes of every file under `folder`, in MB (10^6 bytes)."""
-    return sum(path.stat().st_size for path in Path(folder).rglob("*") if path.is_file()) / 1e6
 
 
 def compare(folders: Dict[str, Path], data: str, threads: Optional[int] = None) -> dict:
@@ -44,7 +40,7 @@ def compare(folders: Dict[str, Path], data: str, threads: Optional[int] = None) 
     for name, got in labels.items():
         metrics = classification_metrics(gold, [names.index(label) if label else -1 for label in got])
         out[name] = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
-                     "size_mb": folder_mb(folders[name]), "p50_ms": latency[name]["p50_ms"]}
+                     "size_mb": folder_megabytes(folders[name]), "p50_ms": latency[name]["p50_ms"]}
     return out
 
 

@@ -18,10 +18,10 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ernie_qat.atomic import atomic_file, folder_identity, read_jsonl, write_json, write_text
+from ernie_qat.atomic import atomic_file, folder_identity, folder_megabytes, read_jsonl, write_json, write_text
 from ernie_qat.plots import pyplot, write_png
 from ernie_qat.suite.paired import BOOTSTRAP_SEED, RESAMPLES, mcnemar, paired_bootstrap
-from ernie_qat.suite.run import INT8, INT8_REPORT, PREDICTIONS, duration, folder_megabytes, tested_on
+from ernie_qat.suite.run import INT8, INT8_REPORT, PREDICTIONS, duration, tested_on
 from ernie_qat.suite.spec import Cell, Suite, status
 
 GROUP_AXES = ("dataset", "format")  # a section of the report each

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from ernie_qat.atomic import write_json
+from ernie_qat.atomic import folder_megabytes, write_json
 from ernie_qat.config import Config
 from ernie_qat.errors import Stopped, UserError, stop_signals_handled_by
 from ernie_qat.suite.spec import Cell
@@ -182,11 +182,6 @@ def keep_record(cell: Cell) -> None:
         shutil.copy2(path, staging / path.name)
     shutil.rmtree(cell.record, ignore_errors=True)
     staging.rename(cell.record)
-
-
-def folder_megabytes(folder: Path) -> float:
-    """The size of the files under `folder`, MB (10⁶ bytes)."""
-    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file()) / 1e6
 
 
 def outcome(cell: Cell, int8: dict) -> str:
