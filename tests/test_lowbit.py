@@ -12,7 +12,8 @@ from paddle.nn.quant.quant_layers import QuantizedLinear
 from conftest import trained
 from ernie_qat.quant.attention import QuantizedAttention
 from ernie_qat.quant.embedding import ternary_rows
-from ernie_qat.quant.lowbit import ClippedAbsMaxQuantizer, DynamicAbsMaxQuantizer, LSQQuantizer, TernaryQuantizer
+from ernie_qat.quant.lowbit import (ClampedTernaryQuantizer, ClippedAbsMaxQuantizer, DynamicAbsMaxQuantizer,
+                                   LSQQuantizer, TernaryQuantizer)
 from ernie_qat.quant.quantizers import QuantizerSpec
 from ernie_qat.train.checkpoint import load_checkpoint
 
@@ -79,16 +80,20 @@ def test_lsq_activation_initialises_from_its_first_batch_and_keeps_it():
 
 
 @pytest.mark.parametrize("per_channel", [False, True])
-def test_ternary_matches_twn(per_channel):
+@pytest.mark.parametrize("layer, clamp", [(TernaryQuantizer, np.inf), (ClampedTernaryQuantizer, 2.5)])
+def test_ternary_matches_twn(per_channel, layer, clamp):
+    """TWN of W (`ternary`) or of W clamped to ±2.5 (`ternary_clamped`, the reference code's); no gradient
+    where |W| > 2.5 in both."""
     rng = np.random.default_rng(1)
     w = rng.normal(0, 1.5, size=(24, 6)).astype("float32")
+    w[3, 0], w[7, 2] = 8.0, -6.0  # outliers, as MiniLM's
     weight = paddle.to_tensor(w, stop_gradient=False)
-    out = TernaryQuantizer(weight_spec(2, w.shape, per_channel), weight)(weight)
+    out = layer(weight_spec(2, w.shape, per_channel), weight)(weight)
     (out * 3).sum().backward()
     axis = 0 if per_channel else None
-    delta = 0.7 * np.abs(w).mean(axis=axis, keepdims=True)
-    kept = np.abs(w) > delta
-    alpha = (np.abs(w) * kept).sum(axis=axis, keepdims=True) / kept.sum(axis=axis, keepdims=True)
+    counted = np.minimum(np.abs(w), clamp)
+    kept = counted > 0.7 * counted.mean(axis=axis, keepdims=True)
+    alpha = (counted * kept).sum(axis=axis, keepdims=True) / kept.sum(axis=axis, keepdims=True)
     np.testing.assert_allclose(out.numpy(), alpha * np.sign(w) * kept, rtol=1e-6)
     assert len(np.unique(np.round(out.numpy()[:, 0], 6))) <= 3
     np.testing.assert_array_equal(weight.grad.numpy(), 3.0 * (np.abs(w) <= 2.5))
@@ -181,7 +186,7 @@ def test_the_reference_scope_quantizes_embeddings_pooler_and_attention_and_does_
     from ernie_qat.export import ExportError, export
     from ernie_qat.models.taps import TapsTransform, forward_outputs
     best = trained(toy_task, "reference", f"model.name_or_path={fp32_checkpoint}", "quant.method=qat",
-                   "quant.weight_quantizer=ternary", "quant.weight_bits=2", "quant.scope=reference",
+                   "quant.weight_quantizer=ternary_clamped", "quant.weight_bits=2", "quant.scope=reference",
                    "train.max_steps=4", "train.eval_every=4")
     model = load_checkpoint(best)[0]
     ernie = model.net.ernie

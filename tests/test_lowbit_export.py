@@ -81,6 +81,7 @@ def test_int8_export_refuses_what_int8_cannot_run_as_trained(toy_task, fp32_chec
 
 @pytest.mark.parametrize("settings, reason", [
     (dict(weight_quantizer="ternary", weight_bits=2), None),
+    (dict(weight_quantizer="ternary_clamped", weight_bits=2), None),
     *[(dict(weight_quantizer="lsq", weight_bits=bits), None) for bits in range(2, 9)],
     (dict(weight_quantizer="lsq", weight_bits=4, activation_quantizer="lsq"), "registered quantizer `lsq`"),
     (dict(weight_quantizer="lsq", weight_bits=4, activation_bits=4), "W4A4: .* 8-bit activations only"),

@@ -10,6 +10,8 @@ Selected by name through the quantizer registry (`quant.weight_quantizer`, `quan
     ternary           TWN as TernaryBERT uses it: Δ = 0.7·mean|W|, α = mean of |W| over |W| > Δ,
                       Ŵ = α·sign(W) where |W| > Δ, else 0 (per tensor, or per output channel); the
                       gradient passes straight through (zero where |W| > 2.5, TernaryBERT's clip).
+    ternary_clamped   the same of W clamped to ±2.5 first, as the TernaryBERT and TI reference code does:
+                      an outlier (MiniLM has |W| near 8) counts as 2.5 in Δ and α.
     dynamic_absmax    TernaryBERT's activation quantizer: b-bit symmetric, per tensor, the scale from
                       this batch's max|x|; straight-through gradient.
     clipped_absmax    the TI reference's activations: x clamped to ±2.5 first, then dynamic_absmax of
@@ -39,7 +41,7 @@ from ernie_qat.quant.quantizers import QuantizerSpec, register_quantizer
 from ernie_qat.train.parallel import batch_count, batch_max, batch_mean
 
 TERNARY_THRESHOLD = 0.7  # Δ = 0.7·mean|W| (TWN)
-TERNARY_GRADIENT_CLIP = 2.5  # no gradient where |W| exceeds it (TernaryBERT)
+TERNARY_CLIP = 2.5  # TernaryBERT's: no gradient where |W| exceeds it; ternary_clamped clamps W to it
 ACTIVATION_CLIP = 2.5  # the TI reference clamps every quantized activation to ±2.5
 
 
@@ -101,6 +103,7 @@ class LSQQuantizer(nn.Layer):
 class TernaryQuantizer(nn.Layer):
     """TWN ternary weights (see the module docstring): three levels, 2 bits."""
     roles, bits = ("weight",), (2,)
+    clamp = 0.0  # W clamped to ±clamp before Δ and α; 0: not clamped
 
     def __init__(self, spec: QuantizerSpec, weight=None):
         super().__init__()
@@ -109,11 +112,12 @@ class TernaryQuantizer(nn.Layer):
     def forward(self, weight: paddle.Tensor) -> paddle.Tensor:
         axis = 0 if self.per_channel else None  # per output channel: over the rows of a column of [in, out]
         magnitude = weight.abs()
-        threshold = TERNARY_THRESHOLD * magnitude.mean(axis=axis, keepdim=True)
-        kept = (magnitude > threshold).astype(weight.dtype)
-        alpha = (magnitude * kept).sum(axis=axis, keepdim=True) / kept.sum(axis=axis, keepdim=True).clip(min=1.0)
+        counted = magnitude.clip(max=self.clamp) if self.clamp else magnitude  # what Δ and α are taken from
+        threshold = TERNARY_THRESHOLD * counted.mean(axis=axis, keepdim=True)
+        kept = (counted > threshold).astype(weight.dtype)
+        alpha = (counted * kept).sum(axis=axis, keepdim=True) / kept.sum(axis=axis, keepdim=True).clip(min=1.0)
         ternary = (alpha * paddle.sign(weight) * kept).detach()
-        passing = (magnitude <= TERNARY_GRADIENT_CLIP).astype(weight.dtype)
+        passing = (magnitude <= TERNARY_CLIP).astype(weight.dtype)
         return ternary + (weight - weight.detach()) * passing
 
     def int8_weight(self, weight: paddle.Tensor) -> Tuple[paddle.Tensor, float]:
@@ -123,6 +127,12 @@ class TernaryQuantizer(nn.Layer):
         with paddle.no_grad():
             ternary = self(weight)
         return ternary, 127.0 * float(ternary.abs().max())
+
+
+@register_quantizer("ternary_clamped")
+class ClampedTernaryQuantizer(TernaryQuantizer):
+    """TWN ternary weights of W clamped to ±2.5 (the reference code's): Δ and α see an outlier as 2.5."""
+    clamp = TERNARY_CLIP
 
 
 @register_quantizer("dynamic_absmax")

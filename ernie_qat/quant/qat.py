@@ -30,6 +30,7 @@ from ernie_qat.quant.int16_pairs import pair_int8_weights
 from ernie_qat.quant.attention import QuantizedAttention
 from ernie_qat.quant.embedding import QuantizedEmbedding, quantize_rows, ternary_rows
 from ernie_qat.quant.int8_storage import store_int8_embeddings, store_int8_weights
+from ernie_qat.quant.lowbit import TernaryQuantizer
 from ernie_qat.quant.onednn import pin_trained_scales
 from ernie_qat.quant.quantizers import QUANTIZER_LAYERS, QuantizerSpec, build_quantizer, quantizer_parameters
 from ernie_qat.quant.saved_model import opened_model
@@ -60,7 +61,8 @@ class QATTransform(ModelTransform):
         if reference:  # the TI reference's scope: the attention matmuls' inputs, and its word table
             for encoder_layer in model.net.ernie.encoder.layers:
                 encoder_layer.self_attn = QuantizedAttention(encoder_layer.self_attn, self._activation_quantizer)
-            rows = ternary_rows if self.cfg.weight_quantizer == "ternary" else quantize_rows
+            weights = QUANTIZER_LAYERS.get(self.cfg.weight_quantizer)
+            rows = ternary_rows if weights and issubclass(weights, TernaryQuantizer) else quantize_rows
             embeddings.word_embeddings = QuantizedEmbedding(embeddings.word_embeddings, rows)
         elif self.cfg.quantize_embeddings:
             embeddings.word_embeddings = QuantizedEmbedding(embeddings.word_embeddings)
