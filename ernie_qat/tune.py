@@ -13,7 +13,9 @@ The study lives in OUTPUT/study.db (SQLite), so an interrupted search continues:
 A trial that was running when its search stopped (Ctrl-C, SIGTERM, or the search process killed: its trial
 gets SIGTERM then) is marked failed and queued again with the same values and folder, so the new trial resumes
 that run from its last checkpoint. The search ends when `trials` trials have finished (completed or pruned);
-three failures in a row stop it. Only the best finished trial keeps its checkpoints (disk).
+three failures in a row stop it. Only the best finished trial keeps its checkpoints (disk). `again` runs
+finished trials once more with their values, as new trials in new folders (for trials that something other than
+their values ended, such as a defect); the old trials stay in the study as they ended.
 
 Written at the end: OUTPUT/best.yaml (the base config with the best values, for tools/train.py),
 OUTPUT/search.png (each trial's value and the best so far), OUTPUT/curves.png (dev metric per epoch of every
@@ -82,15 +84,24 @@ class SearchSpace:
                 "train.batch_size": trial.suggest_categorical("train.batch_size", list(self.batch_size))}
 
 
+def median_pruner():
+    """Optuna's median pruner as the search uses it: a trial's steps are its epochs done (1, 2, ...), and
+    Optuna prunes from step `n_warmup_steps` on, so from epoch PRUNE_FROM_EPOCH."""
+    import optuna
+    return optuna.pruners.MedianPruner(n_startup_trials=PRUNE_AFTER_TRIALS, n_warmup_steps=PRUNE_FROM_EPOCH)
+
+
 def tune(config: str, overrides: Sequence[str], trials: int, output: Path, space: SearchSpace,
-         metric: str = "macro_f1") -> dict:
+         metric: str = "macro_f1", again: Sequence[int] = ()) -> dict:
     """Run (or continue) the search in `output` until `trials` trials have finished; write its results.
+    `again`: numbers of finished trials to run once more with their values (each queued once).
 
     Returns:
         {"best_trial", "value", "params", "best_config", "checkpoint"} of the best finished trial.
 
     Raises:
-        TuneError: `output` holds a search of another config, space or metric; or trials kept failing.
+        TuneError: `output` holds a search of another config, space or metric; or trials kept failing; or
+            `again` names a trial that has not finished.
         TuneInterrupted: SIGINT or SIGTERM; the running trial saved its run (run again to continue).
     """
     import optuna
@@ -108,13 +119,13 @@ def tune(config: str, overrides: Sequence[str], trials: int, output: Path, space
         study = optuna.create_study(
             storage=f"sqlite:///{(output / 'study.db').resolve()}", study_name=STUDY_NAME, direction="maximize",
             load_if_exists=True,
-            pruner=optuna.pruners.MedianPruner(n_startup_trials=PRUNE_AFTER_TRIALS,
-                                               n_warmup_steps=PRUNE_FROM_EPOCH - 1))
+            pruner=median_pruner())
         _check_same_search(study, output, base, space, metric)
         # seeded by the trials so far: a continued search does not draw the values it drew before
         study.sampler = optuna.samplers.TPESampler(n_startup_trials=RANDOM_TRIALS,
                                                    seed=base.train.seed + len(study.trials))
         _queue_again_interrupted(study)
+        _queue_again_finished(study, again)
         failures = 0
         while _finished(study) < trials:
             trial = study.ask()
@@ -217,6 +228,20 @@ def _queue_again_interrupted(study) -> None:
         if old.params:
             study.enqueue_trial(old.params, user_attrs={"folder": old.user_attrs.get("folder"),
                                                         "resumes_trial": old.number})
+
+
+def _queue_again_finished(study, numbers: Sequence[int]) -> None:
+    """Queue each finished trial in `numbers` once more with its values, unless it was queued before."""
+    from optuna.trial import TrialState
+    queued = {trial.user_attrs.get("again_of") for trial in study.get_trials(deepcopy=False)}
+    finished = {trial.number: trial for trial in study.get_trials(deepcopy=False,
+                                                                  states=(TrialState.COMPLETE, TrialState.PRUNED))}
+    for number in numbers:
+        if number not in finished:
+            raise TuneError(f"--again {number}: the study has no finished trial {number} "
+                            f"(finished: {', '.join(map(str, sorted(finished))) or 'none'})")
+        if number not in queued:
+            study.enqueue_trial(finished[number].params, user_attrs={"again_of": number})
 
 
 def _check_same_search(study, output: Path, base, space: SearchSpace, metric: str) -> None:

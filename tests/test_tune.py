@@ -12,7 +12,7 @@ from optuna.trial import TrialState
 from conftest import ROOT, make_toy_task, write_toy_split
 from ernie_qat.atomic import read_jsonl
 from ernie_qat.config import load_config
-from ernie_qat.tune import STUDY_NAME, SearchSpace, TuneError, run_trial, tune
+from ernie_qat.tune import STUDY_NAME, SearchSpace, TuneError, median_pruner, run_trial, tune
 
 
 def tune_command(task, output, *extra):
@@ -66,6 +66,16 @@ def test_an_interrupted_search_resumes_its_trial_and_finishes(tmp_path):
     with pytest.raises(TuneError, match=r"holds a search of another config(.|\n)*metric: 'macro_f1' -> 'accuracy'"):
         tune(str(task["config"]), [], 2, output, SearchSpace(epochs=(1, 2), batch_size=(16,)), "accuracy")
 
+    space = SearchSpace(epochs=(1, 2), batch_size=(16,))
+    tune(str(task["config"]), [], 3, output, space, again=[0])  # trial 0 once more, with its values
+    rerun = load_study(output).trials[-1]
+    assert rerun.state == TrialState.COMPLETE and rerun.params == study.trials[0].params
+    assert rerun.user_attrs["again_of"] == 0 and rerun.user_attrs["folder"] == str(output / "trials" / str(rerun.number))
+    tune(str(task["config"]), [], 3, output, space, again=[0])  # queued once: nothing more to run
+    assert len(load_study(output).trials) == rerun.number + 1
+    with pytest.raises(TuneError, match=r"--again 9: the study has no finished trial 9 \(finished: 0, 2, 3\)"):
+        tune(str(task["config"]), [], 3, output, space, again=[9])
+
 
 FAKE_TRAINING = """
 import json, signal, sys, time
@@ -76,6 +86,21 @@ with open(sys.argv[1], "a") as log:
         log.flush()
         time.sleep(0.2)
 """
+
+
+def test_the_median_pruner_spares_a_first_epoch_and_prunes_from_the_second():
+    """Steps are epochs done (1, 2, ...): a long trial still warming up at epoch 1 is not judged there."""
+    study = optuna.create_study(direction="maximize", pruner=median_pruner())
+    for finished in range(3):
+        trial = study.ask()
+        trial.report(60.0, 1)
+        trial.report(70.0, 2)
+        study.tell(trial, 70.0)
+    trial = study.ask()
+    trial.report(5.0, 1)
+    assert not trial.should_prune()
+    trial.report(5.0, 2)
+    assert trial.should_prune()
 
 
 def test_a_pruned_trial_stops_its_run(tmp_path):

@@ -8,7 +8,8 @@ The study is OUTPUT/study.db: run the same command again after Ctrl-C (or a cras
 the interrupted trial resuming from its checkpoint; a larger --trials extends a finished search. Trials run one
 at a time in OUTPUT/trials/<n> (their output in <n>.log). At the end: OUTPUT/best.yaml (train it with
 `python tools/train.py --config OUTPUT/best.yaml`), search.png, curves.png and trials.csv; the best trial's own
-checkpoint is printed. More: ernie_qat/tune.py, docs/training.md.
+checkpoint is printed. `--again N...` runs finished trials once more with their values, as new trials (for
+trials a defect ended). More: ernie_qat/tune.py, docs/tuning.md.
 """
 import argparse
 import json
@@ -32,12 +33,14 @@ def main() -> None:
                         help="warm-up ratio range (default 0 0.2)")
     parser.add_argument("--batch-sizes", type=cli.positive_int, nargs="+", default=[16, 32, 64],
                         help="batch sizes to choose from (default 16 32 64)")
+    parser.add_argument("--again", type=int, nargs="+", default=[], metavar="N",
+                        help="finished trials to run once more with their values, as new trials")
     args = cli.parse_args(parser)
 
     from ernie_qat.tune import SearchSpace, tune
     space = SearchSpace(tuple(args.lr), tuple(args.epochs), tuple(args.warmup), tuple(args.batch_sizes))
     output = Path(args.output or cli.config_from_args(args).train.output_dir.rstrip("/") + "_tune")
-    best = tune(args.config, args.override, args.trials, output, space, args.metric)
+    best = tune(args.config, args.override, args.trials, output, space, args.metric, args.again)
     print(json.dumps(best, indent=1))
     print(f"train the best config: python tools/train.py --config {best['best_config']}")
 
