@@ -88,9 +88,11 @@ for name, folder in folders.items():
                  f"{tc.class_weights} | {results['test']['accuracy']:.2f} | {results['test']['macro_f1']:.2f} | "
                  f"{results['dev']['macro_f1']:.2f} | {results['train_seconds']:.0f} |")
 finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+reruns = [f"{t.number} of {t.user_attrs['again_of']}" for t in finished if "again_of" in t.user_attrs]
 lines.append(f"\ntuned: trial {study.best_trial.number} of {len(finished)} finished "
-             f"({sum(t.state.name == 'PRUNED' for t in finished)} pruned), chosen on dev macro-F1; checkpoints "
-             "chosen on dev accuracy in the other arms, dev macro-F1 in the tuned one")
+             f"({sum(t.state.name == 'PRUNED' for t in finished)} pruned; re-runs: {', '.join(reruns) or 'none'}), "
+             "chosen on dev macro-F1; checkpoints chosen on dev accuracy in the other arms, dev macro-F1 in the "
+             "tuned one")
 (records / "report.md").write_text("\n".join(lines) + "\n")
 print("\n".join(lines))
 PYTHON
