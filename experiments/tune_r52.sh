@@ -3,8 +3,8 @@
 #   defaults              configs/r52_minilm_fp32.yaml as it is (3 epochs, batch 32, lr 5e-5, warm-up 0.1)
 #   auto_epochs           + train.epochs=auto (the data-scaled rule: 7 epochs on R52)
 #   auto_epochs_balanced  + train.class_weights=balanced
-#   tuned                 tools/tune.py, 8 trials (TPE, median pruning, dev macro-F1) over lr, epochs, warm-up, batch,
-#                         and 2 re-runs of trials a defect pruned
+#   tuned                 tools/tune.py, 7 trials (TPE, median pruning, dev macro-F1) over lr, epochs, warm-up, batch,
+#                         2 of them run twice (a defect pruned their first runs)
 # each reported on the test split (accuracy, macro-F1) of its best checkpoint: docs/tuning/r52/report.md.
 # It takes about 3 hours of 2-core time. What outlives the machine is kept in docs/tuning/r52 (commit it): each
 # finished arm's and trial's small files (results.json, config.yaml, metrics.jsonl) and the search's study.db,
@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 OUT=runs/tune_r52
 RECORDS=docs/tuning/r52
-TRIALS=10  # 8 trials, and trials 5 and 6 once more (below)
+TRIALS=9  # finished trials: 7 trials' values, trials 5 and 6 twice (below)
 BASE=(--config configs/r52_minilm_fp32.yaml -o data.max_seq_len=64)
 
 record() {  # RUN RECORD: copy the run's small files (those it has) into the record
