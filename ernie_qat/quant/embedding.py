@@ -15,6 +15,8 @@ import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
+from ernie_qat.quant.lowbit import TERNARY_CLIP, twn
+
 LEVELS = 127
 
 
@@ -28,14 +30,11 @@ def quantize_rows(table: paddle.Tensor) -> paddle.Tensor:
     return quantized.detach() + (table - table.detach())  # exactly `quantized`; gradients straight to `table`
 
 
-def ternary_rows(table: paddle.Tensor, clip: float = 2.5, threshold: float = 0.7) -> paddle.Tensor:
-    """[V, H] table ternarized per row as the TI reference's embeddings: clamped to ±clip, Δ = threshold·mean|row|,
-    α = mean |w| above Δ in the row, w -> α·sign(w) above Δ else 0; gradients pass straight through inside ±clip."""
-    clipped = paddle.clip(table, -clip, clip)
-    magnitude = clipped.abs()
-    kept = (magnitude > threshold * magnitude.mean(axis=1, keepdim=True)).astype(table.dtype)
-    alpha = (magnitude * kept).sum(axis=1, keepdim=True) / kept.sum(axis=1, keepdim=True).clip(min=1.0)
-    return (alpha * paddle.sign(clipped) * kept).detach() + (clipped - clipped.detach())
+def ternary_rows(table: paddle.Tensor) -> paddle.Tensor:
+    """[V, H] table ternarized per row as the TI reference's embeddings: TWN of each row clamped to ±2.5
+    (ernie_qat.quant.lowbit.twn); gradients pass straight through inside ±2.5."""
+    clipped = paddle.clip(table, -TERNARY_CLIP, TERNARY_CLIP)
+    return twn(table, axis=1, clamp=TERNARY_CLIP) + (clipped - clipped.detach())
 
 
 class QuantizedEmbedding(nn.Layer):

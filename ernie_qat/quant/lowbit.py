@@ -45,6 +45,16 @@ TERNARY_CLIP = 2.5  # TernaryBERT's: no gradient where |W| exceeds it; ternary_c
 ACTIVATION_CLIP = 2.5  # the TI reference clamps every quantized activation to ±2.5
 
 
+def twn(weight: paddle.Tensor, axis, clamp: float = 0.0) -> paddle.Tensor:
+    """TWN's ternary value of `weight`, without gradient: Δ = 0.7·mean|W| and α = mean of |W| over |W| > Δ, each
+    over `axis` (None: the whole tensor), α·sign(W) where |W| > Δ, else 0; |W| taken as min(|W|, clamp) if
+    clamp > 0."""
+    magnitude = weight.abs().clip(max=clamp) if clamp else weight.abs()
+    kept = (magnitude > TERNARY_THRESHOLD * magnitude.mean(axis=axis, keepdim=True)).astype(weight.dtype)
+    alpha = (magnitude * kept).sum(axis=axis, keepdim=True) / kept.sum(axis=axis, keepdim=True).clip(min=1.0)
+    return (alpha * paddle.sign(weight) * kept).detach()
+
+
 def straight_through(rounded: paddle.Tensor, value: paddle.Tensor) -> paddle.Tensor:
     """`rounded`'s value with the gradient of `value`."""
     return value + (rounded - value).detach()
@@ -111,14 +121,8 @@ class TernaryQuantizer(nn.Layer):
 
     def forward(self, weight: paddle.Tensor) -> paddle.Tensor:
         axis = 0 if self.per_channel else None  # per output channel: over the rows of a column of [in, out]
-        magnitude = weight.abs()
-        counted = magnitude.clip(max=self.clamp) if self.clamp else magnitude  # what Δ and α are taken from
-        threshold = TERNARY_THRESHOLD * counted.mean(axis=axis, keepdim=True)
-        kept = (counted > threshold).astype(weight.dtype)
-        alpha = (counted * kept).sum(axis=axis, keepdim=True) / kept.sum(axis=axis, keepdim=True).clip(min=1.0)
-        ternary = (alpha * paddle.sign(weight) * kept).detach()
-        passing = (magnitude <= TERNARY_CLIP).astype(weight.dtype)
-        return ternary + (weight - weight.detach()) * passing
+        passing = (weight.abs() <= TERNARY_CLIP).astype(weight.dtype)
+        return twn(weight, axis, self.clamp) + (weight - weight.detach()) * passing
 
     def int8_weight(self, weight: paddle.Tensor) -> Tuple[paddle.Tensor, float]:
         """(Ŵ ∈ {-α, 0, α}, its INT8 range 127·α: the int8 levels -1, 0, 1); per tensor only."""
