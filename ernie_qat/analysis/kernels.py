@@ -4,11 +4,13 @@ Three measurements of the same predictor and inputs (`profile_predictor`):
 - wall time: the median of unprofiled `logits` calls;
 - Paddle's profiler: every op the predictor runs, by type, with calls and ms per run, split into
   shape inference (`infer_shape`), input preparation (`prepare_data`) and the kernel call (`compute`);
-- oneDNN's verbose log, switched on for the profiled calls only (libdnnl's `dnnl_set_verbose`): every
+- oneDNN's verbose log, switched on during those same profiled calls (libdnnl's `dnnl_set_verbose`), so
+  each primitive's time is part of its op's: every
   primitive executed, by kind, implementation (`x64:gemm_s8s8s32:jit` is oneDNN's int8 GEMM without
   VNNI; `brgemm:avx512_core_vnni` with it) and data types, with ms per run. f32 matmuls or inner
   products in an INT8 run are ops left in FP32; reorders are conversions between layouts or types.
-Profiling slows ops down a little, so per-op times are upper bounds; the wall time is not profiled.
+Profiling slows ops down a little (the verbose log prints a line per primitive inside its op), so per-op
+times are upper bounds; the wall time is not profiled.
 
 Example:
     report = profile_predictor(Predictor("deploy/mr_int8", threads=2), batch=1, seq_len=64)
@@ -24,7 +26,7 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, Iterator, List
 
 import numpy as np
 
@@ -50,8 +52,9 @@ def profile_predictor(predictor, batch: int, seq_len: int, runs: int = 10, warmu
         start = time.perf_counter()
         call()
         wall.append(time.perf_counter() - start)
-    ops = paddle_op_times(call, runs)
-    primitives = onednn_primitive_times(call, runs)
+    with onednn_verbose() as verbose_lines:  # the same calls, so the primitives' time is part of the ops'
+        ops = paddle_op_times(call, runs)
+    primitives = onednn_primitive_times(verbose_lines, runs)
     return {"batch": batch, "seq_len": seq_len, "threads": predictor.threads, "precision": predictor.precision,
             "runs": runs, "wall_ms": float(np.median(wall)) * 1e3, "ops": ops, "primitives": primitives,
             "ops_ms": sum(r["ms"] for r in ops), "primitives_ms": sum(r["ms"] for r in primitives)}
@@ -95,12 +98,12 @@ def op_type(event_name: str) -> str:
     return event_name.split("[", 1)[0]
 
 
-def onednn_primitive_times(call: Callable[[], object], runs: int) -> List[dict]:
-    """Per (kind, implementation, data types) of the oneDNN primitives `call` executes: calls and ms per run."""
+def onednn_primitive_times(verbose_lines: List[str], runs: int) -> List[dict]:
+    """Per (kind, implementation, data types) of the primitives in oneDNN's log of `runs` calls: calls and ms per run."""
     totals: Dict[tuple, list] = defaultdict(lambda: [0, 0.0])
-    for line in onednn_verbose_lines(call, runs):
+    for line in verbose_lines:
         fields = line.split(",")
-        if "exec" not in fields[:3]:
+        if fields[0] != "onednn_verbose" or "exec" not in fields[:3]:
             continue
         at = fields.index("exec")  # "onednn_verbose,exec,cpu,..." (v3.2) or "onednn_verbose,primitive,exec,cpu,..."
         kind, implementation, memory = fields[at + 2], fields[at + 3], fields[at + 5]
@@ -122,29 +125,31 @@ def data_types(memory_field: str) -> str:
     return ", ".join(parts)
 
 
-def onednn_verbose_lines(call: Callable[[], object], runs: int) -> List[str]:
-    """oneDNN's verbose log (level 1: executed primitives with their times) of `runs` calls of `call`.
+@contextlib.contextmanager
+def onednn_verbose() -> Iterator[List[str]]:
+    """oneDNN's verbose log (level 1: executed primitives with their times) of the calls inside the block.
 
-    oneDNN writes it to the process's standard output, which is captured into a temporary file
-    meanwhile; verbose mode is switched on and off around the calls through libdnnl's C API.
+    Yields a list that holds the log's lines once the block ends. oneDNN writes them to the process's
+    standard output, which is captured into a temporary file meanwhile; verbose mode is switched on and
+    off around the block through libdnnl's C API.
     """
     dnnl = _libdnnl()
     libc = ctypes.CDLL(None)
+    lines: List[str] = []
     with tempfile.TemporaryFile() as capture:
         sys.stdout.flush()
         saved = os.dup(1)
         os.dup2(capture.fileno(), 1)
         try:
             dnnl.dnnl_set_verbose(1)
-            for _ in range(runs):
-                call()
+            yield lines
         finally:
             dnnl.dnnl_set_verbose(0)
             libc.fflush(None)
             os.dup2(saved, 1)
             os.close(saved)
-        capture.seek(0)
-        return capture.read().decode(errors="replace").splitlines()
+            capture.seek(0)
+            lines.extend(capture.read().decode(errors="replace").splitlines())
 
 
 def _libdnnl() -> ctypes.CDLL:
