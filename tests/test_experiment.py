@@ -347,6 +347,18 @@ def test_every_suite_in_configs_loads_and_checks_its_cells(suite_file, monkeypat
     assert suite_file.read_text().startswith("# ")  # what it measures and the doc it feeds
 
 
+@pytest.mark.parametrize("recipe, suite_file, method", [("rt_minilm_w2a8_ti", "rt_w2a8", "ti"),
+                                                         ("rt_minilm_w4a8_squat", "rt_w4a8", "squat")])
+def test_a_shipped_recipe_is_the_suite_cell_it_was_measured_as(recipe, suite_file, method, monkeypatch):
+    # a recipe's comment quotes its suite's numbers: it must train what those cells trained
+    from ernie_qat.config import flat_dict, load_config
+    monkeypatch.chdir(ROOT)
+    measured = next(c for c in cells(load_suite(f"configs/suites/{suite_file}.yaml")) if c.values["method"] == method)
+    shipped = flat_dict(load_config(f"configs/{recipe}.yaml").to_dict())
+    differing = {key for key, value in flat_dict(measured.cfg.to_dict()).items() if shipped[key] != value}
+    assert differing <= {"train.output_dir", "train.seed"}
+
+
 def test_steps_to_reach_is_the_first_evaluated_step_at_or_above_the_target():
     curve = {30: 70.0, 60: 81.0, 90: 80.0, 120: 82.5}
     assert [steps_to_reach(curve, target) for target in (65, 81, 82, 90)] == [30, 60, 120, None]
