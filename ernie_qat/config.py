@@ -127,6 +127,8 @@ class QuantConfig:
     quantize_pooler: bool = False       # encoder Linear layers are always quantized
     quantize_classifier: bool = False
     quantize_embeddings: bool = False   # the word table on int8 levels, a range per row: stored so by INT8 export
+    quantize_attention: bool = False    # the inputs of the attention matmuls (Q, K, V, probabilities) on moving-average
+    # ranges too, as the Linear inputs: INT8 runs QK^T and PV on int8 (ernie_qat.quant.attention)
     scope: str = param("encoder", choices=("encoder", "reference"))  # what is quantized: the encoder's Linear layers,
     # or also the TI reference's: the word table (ternary per row with ternary weights), the pooler, the inputs of the
     # attention matmuls (Q, K, V, probabilities); activations clamped to ±2.5, a range per batch (clipped_absmax)
@@ -455,6 +457,10 @@ def check_config(cfg: Config, origin: Callable[[str], str]) -> None:
             raise ConfigError(f"{origin('quant.scope')}: `quant.scope: reference` quantizes activations as the TI "
                               "reference does (`clipped_absmax`), and `quant.activation_quantizer` is "
                               f"{cfg.quant.activation_quantizer}: leave it unset")
+        if cfg.quant.scope == "reference" and cfg.quant.quantize_attention:
+            raise ConfigError(f"{origin('quant.quantize_attention')}: `quant.scope: reference` already quantizes the "
+                              "attention matmuls' inputs, with a range per batch as the TI reference does: drop "
+                              "`quant.quantize_attention`")
 
 
 def _check_quantizers(cfg: Config, origin: Callable[[str], str]) -> None:

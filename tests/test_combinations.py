@@ -53,6 +53,10 @@ def teacher_copy(checkpoint, folder, labels=None, scale=None):
      "`quant.weight_bits` is 8: set `quant.weight_bits: 2`"),
     (["quant.method=qat", "quant.activation_quantizer=ternary"],
      "`quant.activation_quantizer: ternary` quantizes weights only; for activations use one of: clipped_absmax, dynamic_absmax, lsq"),
+    (["quant.quantize_attention=true"], "`quant.quantize_attention: True` is a setting of quantization-aware training"),
+    (["quant.method=qat", "quant.scope=reference", "quant.quantize_attention=true"],
+     "override `-o quant.quantize_attention=true`: `quant.scope: reference` already quantizes the attention matmuls' "
+     "inputs, with a range per batch as the TI reference does: drop `quant.quantize_attention`"),
 ])
 def test_a_setting_of_a_method_that_is_off_is_an_error_naming_the_switch(toy_task, monkeypatch, capsys, overrides,
                                                                          message):

@@ -12,8 +12,10 @@ from conftest import ROOT, trained
 from ernie_qat.config import ConfigError
 from ernie_qat.data.batching import encode
 from ernie_qat.data.loader import read_examples
+from ernie_qat.analysis.kernels import profile_predictor
 from ernie_qat.deploy import DeployError, Predictor
 from ernie_qat.export import ExportError, export, verify
+from ernie_qat.quant.attention import QUANTIZED, QuantizedAttention
 from ernie_qat.quant.quantizers import QUANTIZER_LAYERS, register_quantizer
 from ernie_qat.train.checkpoint import load_checkpoint
 from ernie_qat.train.evaluate import predict_logits
@@ -58,6 +60,34 @@ def test_qat_int8_predictor_matches_dygraph_qat_model(toy_task, fp32_checkpoint,
     report = verify(deploy, toy_task["dir"] / "test.tsv", threads=1)
     assert not report.passed and (report.agreement, report.floor_agreement) == (98.4375, 100.0)
     assert report.failure().startswith("agreement 98.44% (needs >= 99.25: its FP32 graph's 100.00% less 0.75 points")
+
+
+def int8_matmuls(predictor) -> float:
+    """oneDNN matmul primitives on int8 inputs per call of `predictor` (the attention's QKᵀ and PV; fc layers are
+    inner products)."""
+    report = profile_predictor(predictor, batch=2, seq_len=8, runs=1, warmup=1)
+    return sum(r["calls"] for r in report["primitives"] if r["kind"] == "matmul" and "src s8" in r["data_types"])
+
+
+def test_quantized_attention_runs_both_matmuls_on_int8_as_trained(toy_task, fp32_checkpoint, monkeypatch):
+    qat = trained(toy_task, "qat_attention", "quant.method=qat", "quant.quantize_attention=true",
+                  f"model.name_or_path={fp32_checkpoint}", "train.learning_rate=5e-4")
+    model = load_checkpoint(qat)[0]
+    layers = model.net.ernie.encoder.layers
+    attention = layers[0].self_attn
+    assert isinstance(attention, QuantizedAttention)
+    assert all(getattr(attention, name)._scale.item() > 0.01 for name in QUANTIZED)  # trained ranges (0.001 untrained)
+    deploy = export(qat, toy_task["dir"] / "deploy_attention", "int8")
+    reference, items = reference_logits(qat, toy_task["dir"] / "test.tsv")
+    predictor = Predictor(deploy, threads=1)
+    int8 = predictor.predict_logits(items)
+    assert np.abs(int8 - reference).max() < 1e-2 * np.abs(reference).max()
+    assert np.array_equal(int8.argmax(1), reference.argmax(1))
+    assert int8_matmuls(predictor) == 2 * len(layers)  # QKᵀ and PV in every layer
+    assert verify(deploy, toy_task["dir"] / "test.tsv", threads=1).passed
+    # with the matmul + mask-add fusion on, oneDNN's INT8 pass leaves QKᵀ in FP32
+    monkeypatch.setattr(paddle.inference.Config, "delete_pass", lambda self, name: None)
+    assert int8_matmuls(Predictor(deploy, threads=1)) == len(layers)
 
 
 def test_fp32_export_round_trip(toy_task, fp32_checkpoint):

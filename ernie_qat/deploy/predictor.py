@@ -172,6 +172,10 @@ class Predictor:
         config.switch_ir_optim(self.passes)
         if self.precision == "int8":
             config.enable_mkldnn_int8()
+            if (self.deploy.get("quantization") or {}).get("quantize_attention"):
+                # oneDNN's INT8 pass leaves a matmul fused with an add in FP32: QKᵀ stays apart from the mask add,
+                # so that it runs on int8 as PV does (ernie_qat.quant.attention)
+                config.delete_pass("matmul_elementwise_add_mkldnn_fuse_pass")
         if self.executor == "new":
             paddle.set_flags({"FLAGS_eager_delete_tensor_gb": -1.0})
             config.enable_new_executor(True)

@@ -6,6 +6,12 @@ output, and the attention probabilities after dropout. It takes over the attenti
 under the same names, and the quantizers hold no parameters, so checkpoints keep their keys. The
 training forward (ernie_qat.models.taps.Attention) applies the same quantizers at the same places.
 x [B, L, H] -> out [B, L, H].
+
+Two scopes use it. `quant.scope: reference` gives it the reference's quantizers (a range per batch), which
+Paddle's INT8 predictor cannot reproduce, so such a model is evaluated in fake quantization only.
+`quant.quantize_attention` gives it moving-average quantizers, whose ranges are fixed once trained: the
+saved fake-quant ops carry them, and Paddle 2.6's oneDNN INT8 pass runs both matmuls on int8 inputs with
+them, QKᵀ provided its fusion with the mask add is off (the predictor turns it off for such a folder).
 """
 from typing import Callable
 

@@ -14,7 +14,8 @@ or per-tensor weights from a registered quantizer whose output lies on an 8-bit 
 weight fake-quant with the grid's range pinned, so INT8 computes the trained low-bit weights.
 Per-tensor weights are stored as int8 (ernie_qat.quant.int8_storage); per-channel ones as float32.
 With `quantize_embeddings` the word table is trained on int8 levels per row and stored as int8 too
-(ernie_qat.quant.embedding).
+(ernie_qat.quant.embedding); with `quantize_attention` the inputs of the attention matmuls get moving-average
+quantizers as well, and INT8 runs both matmuls on int8 (ernie_qat.quant.attention).
 """
 import copy
 import logging
@@ -22,7 +23,8 @@ import warnings
 from typing import Dict
 
 import paddleslim
-from paddle.nn.quant.quant_layers import FakeQuantAbsMax, MAOutputScaleLayer, QuantizedLinear
+from paddle.nn.quant.quant_layers import (FakeQuantAbsMax, FakeQuantMovingAverageAbsMax, MAOutputScaleLayer,
+                                          QuantizedLinear)
 
 from ernie_qat.config import QuantConfig
 from ernie_qat.models.classifier import INPUT_SPEC, replace_sublayer
@@ -58,9 +60,11 @@ class QATTransform(ModelTransform):
         self.qat.quantize(model)
         _drop_output_observers(model)
         embeddings = model.net.ernie.embeddings
-        if reference:  # the TI reference's scope: the attention matmuls' inputs, and its word table
+        if reference or self.cfg.quantize_attention:
+            make_quantizer = self._activation_quantizer if reference else self._attention_quantizer
             for encoder_layer in model.net.ernie.encoder.layers:
-                encoder_layer.self_attn = QuantizedAttention(encoder_layer.self_attn, self._activation_quantizer)
+                encoder_layer.self_attn = QuantizedAttention(encoder_layer.self_attn, make_quantizer)
+        if reference:  # the TI reference's word table
             weights = QUANTIZER_LAYERS.get(self.cfg.weight_quantizer)
             rows = ternary_rows if weights and issubclass(weights, TernaryQuantizer) else quantize_rows
             embeddings.word_embeddings = QuantizedEmbedding(embeddings.word_embeddings, rows)
@@ -77,6 +81,14 @@ class QATTransform(ModelTransform):
         name = cfg.activation_quantizer or "clipped_absmax"
         return build_quantizer(name, QuantizerSpec("activation", cfg.activation_bits, moving_rate=cfg.moving_rate),
                                None, "quant.activation_quantizer")
+
+    def _attention_quantizer(self):
+        """A quantizer of an attention matmul's input (`quantize_attention`): the registered activation quantizer if
+        one is configured, else a moving-average abs-max one, whose range INT8 export keeps (ernie_qat.quant.attention)."""
+        cfg = self.cfg
+        if cfg.activation_quantizer:
+            return self._activation_quantizer()
+        return FakeQuantMovingAverageAbsMax(moving_rate=cfg.moving_rate, quant_bits=cfg.activation_bits)
 
     def _use_registered_quantizers(self, layer: QuantizedLinear) -> None:
         """Replace PaddleSlim's quantizers of `layer` by the configured registered ones, built for its shapes."""
@@ -96,10 +108,10 @@ class QATTransform(ModelTransform):
         cfg = self.cfg
         bits = f"W{cfg.weight_bits}A{cfg.activation_bits}"
         if cfg.scope == "reference":
-            return ("it is quantized in the TI reference's scope (`quant.scope: reference`): the inputs of the "
-                    "attention matmuls (Q, K, V, probabilities) and activations with a range per batch, which Paddle's "
-                    "INT8 predictor does not run as trained (its attention matmuls stay FP32, its activation ranges "
-                    "are fixed); evaluate it in fake quantization")
+            return ("it is quantized in the TI reference's scope (`quant.scope: reference`): activations, the "
+                    "attention matmuls' inputs among them, with a range per batch, which Paddle's INT8 predictor does "
+                    "not run as trained (its activation ranges are fixed); evaluate it in fake quantization, or train "
+                    "in our scope, where `quant.quantize_attention` quantizes the attention matmuls with fixed ranges")
         if cfg.activation_quantizer:
             return (f"its activations use the registered quantizer `{cfg.activation_quantizer}`: Paddle's INT8 "
                     "predictor quantizes an activation with one fixed range to -127..127 steps, which neither "
