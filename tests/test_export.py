@@ -81,7 +81,10 @@ def test_quantized_attention_runs_both_matmuls_on_int8_as_trained(toy_task, fp32
     reference, items = reference_logits(qat, toy_task["dir"] / "test.tsv")
     predictor = Predictor(deploy, threads=1)
     int8 = predictor.predict_logits(items)
-    assert np.abs(int8 - reference).max() < 1e-2 * np.abs(reference).max()
+    # as trained, to float rounding: most examples to 1e-4, a few a level flip further (P·V in the other operand
+    # order, whose int16 pair sums saturate without VNNI, departed every example)
+    departure = np.abs(int8 - reference).max(1) / np.abs(reference).max()
+    assert np.median(departure) < 1e-4 and departure.max() < 3e-3
     assert np.array_equal(int8.argmax(1), reference.argmax(1))
     assert int8_matmuls(predictor) == 2 * len(layers)  # QKᵀ and PV in every layer
     assert verify(deploy, toy_task["dir"] / "test.tsv", threads=1).passed

@@ -12,6 +12,14 @@ Paddle's INT8 predictor cannot reproduce, so such a model is evaluated in fake q
 `quant.quantize_attention` gives it moving-average quantizers, whose ranges are fixed once trained: the
 saved fake-quant ops carry them, and Paddle 2.6's oneDNN INT8 pass runs both matmuls on int8 inputs with
 them, QKᵀ provided its fusion with the mask add is off (the predictor turns it off for such a folder).
+
+On CPUs without VNNI, oneDNN's int8 GEMM shifts its first operand to u8 (x + 128) and adds neighbouring
+products along the reduction into a saturating int16 (ernie_qat.quant.int16_pairs). With P first, two
+probabilities near 1 beside two large values overflow it: on RT that departed the INT8 model from the
+trained one on 1.5% of the test sentences, and a simulation of the saturating sums reproduced it. So the
+context is computed as (Vᵀ·Pᵀ)ᵀ: V goes first, (v + 128) <= 255, and the probabilities of two neighbouring
+keys sum to at most 1, so to at most 128 levels with a range >= 1 (the softmax's max), and 255 * 128 fits.
+QKᵀ has no such bound (both are activations), but the same simulation found no overflowing pair on RT.
 """
 from typing import Callable
 
@@ -20,6 +28,12 @@ import paddle.nn.functional as F
 from paddle import nn
 
 QUANTIZED = ("q_quant", "k_quant", "v_quant", "probs_quant")  # the quantizers' attribute names
+
+
+def probs_times_values(probs, values):
+    """The attention context P·V, [B, heads, L, L] x [B, heads, L, head_dim] -> [B, L, heads, head_dim], computed
+    as (Vᵀ·Pᵀ)ᵀ: the same numbers, but an int8 GEMM without VNNI then sums its int16 pairs exactly (see above)."""
+    return paddle.transpose(paddle.matmul(values, probs, transpose_x=True, transpose_y=True), [0, 3, 1, 2])
 
 
 class QuantizedAttention(nn.Layer):
@@ -51,6 +65,6 @@ class QuantizedAttention(nn.Layer):
         probs = F.softmax(scores)
         if self.dropout:
             probs = F.dropout(probs, self.dropout, training=self.training, mode="upscale_in_train")
-        context = paddle.transpose(paddle.matmul(self.probs_quant(probs), v), [0, 2, 1, 3])
+        context = probs_times_values(self.probs_quant(probs), v)
         out = self.out_proj(paddle.reshape(context, [0, 0, context.shape[2] * context.shape[3]]))
         return (out, probs) if self.need_weights else out
