@@ -8,12 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-flags=$(grep -m1 '^flags' /proc/cpuinfo)
-case "$flags" in
-  *amx_int8*) isa=amx ;;
-  *avx512_vnni*|*avx_vnni*) isa=vnni ;;
-  *) isa=avx2 ;;
-esac
+source experiments/int8_isa.sh
 out=docs/int8_speed/attention/$isa
 suite=runs/suites/rt_w8a8
 for cell in qat-s42 qat_int8_attention-s42; do
