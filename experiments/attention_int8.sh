@@ -2,7 +2,7 @@
 # The attention matmuls on int8 (docs/quantization.md, "The attention matmuls on int8"), on this machine: the INT8
 # folders of RT's W8A8 QAT without and with `quant.quantize_attention` (the cells qat-s42 and qat_int8_attention-s42
 # of configs/suites/rt_w8a8.yaml, whose accuracy and paired test are in its report) timed against the FP32 model's
-# export in one benchmark run, and where an INT8 call's time goes in each (tools/analyze.py kernels, 8 x 128 tokens).
+# export in one benchmark run, and where an INT8 call's time goes in each (tools/analyze.py kernels, 8 x 64 tokens, the models' longest).
 # Results go to docs/int8_speed/attention/<isa>/ (<isa>: amx, vnni or avx2). Run it on an idle machine, after the
 # two cells (python tools/experiment.py --suite configs/suites/rt_w8a8.yaml --only 'qat*-s42'); about 10 minutes.
 set -euo pipefail
@@ -23,8 +23,8 @@ mkdir -p "$out"
   --output deploy/rt_fp32 --precision fp32
 $PY tools/benchmark.py --model "$suite/qat-s42/int8" --fp32-model deploy/rt_fp32 \
   --model "$suite/qat_int8_attention-s42/int8" --fp32-model deploy/rt_fp32 \
-  --batch 1 8 --seq-len 64 128 --threads 1 2 --runs 20 --rounds 5 --warmup 2 --no-memory --json "$out/benchmark.json"
+  --batch 1 8 --seq-len 32 64 --threads 1 2 --runs 20 --rounds 5 --warmup 2 --no-memory --json "$out/benchmark.json"
 for cell in qat qat_int8_attention; do
-  $PY tools/analyze.py kernels --model "$suite/$cell-s42/int8" --threads 2 --batch 8 --seq-len 128 --runs 5 \
-    --json "$out/${cell}_b8s128_t2.json"
+  $PY tools/analyze.py kernels --model "$suite/$cell-s42/int8" --threads 2 --batch 8 --seq-len 64 --runs 10 \
+    --json "$out/${cell}_b8s64_t2.json"
 done
