@@ -2,7 +2,8 @@
 
     python tests/deploy_fixtures.py OUT
 
-writes OUT/fp32 and OUT/int8 (a one-layer toy ERNIE, FP32 and QAT W8A8 with int8-stored weights) and
+writes OUT/fp32, OUT/int8 and OUT/int8_attention (a one-layer toy ERNIE: FP32, QAT W8A8 with int8-stored weights,
+and the same with the attention matmuls on int8, `quant.quantize_attention`) and
 OUT/reference.json: texts and the logits each folder gives on this stack, unpadded; OUT/toy holds the toy task's
 files. tests/test_deploy_runtime.py and tests/test_serve.py read them from $ERNIE_QAT_DEPLOY_FIXTURES (`make
 test-deploy` runs them so in a deploy-only venv on Paddle 3.3.1), or build them once when that is not set.
@@ -35,9 +36,11 @@ def build(out: Path) -> Path:
     fp32 = trained(task, "fp32", "train.epochs=2", "model.random.num_hidden_layers=1")
     qat = trained(task, "qat", "quant.method=qat", f"model.name_or_path={fp32}", "train.learning_rate=5e-4",
                   "train.epochs=1")
+    attention = trained(task, "qat_attention", "quant.method=qat", "quant.quantize_attention=true",
+                        f"model.name_or_path={fp32}", "train.learning_rate=5e-4", "train.epochs=1")
     logits = {}
-    for name, checkpoint in (("fp32", fp32), ("int8", qat)):
-        folder = export(checkpoint, out / name, name)
+    for name, checkpoint in (("fp32", fp32), ("int8", qat), ("int8_attention", attention)):
+        folder = export(checkpoint, out / name, name.split("_")[0])
         predictor = Predictor(folder, threads=1, length_bucket=1)
         logits[name] = predictor.predict_logits(predictor.encode(TEXTS, PAIRS)).tolist()
     write_json(out / "reference.json", {"texts": TEXTS, "pairs": PAIRS, "logits": logits})

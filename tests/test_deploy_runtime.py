@@ -31,17 +31,20 @@ def reference(fixtures) -> dict:
     return json.loads((fixtures / "reference.json").read_text(encoding="utf-8"))
 
 
-@pytest.mark.parametrize("name", ["fp32", "int8"])
+FOLDERS = ["fp32", "int8", "int8_attention"]  # int8_attention: QKᵀ and PV on int8 too (quant.quantize_attention)
+
+
+@pytest.mark.parametrize("name", FOLDERS)
 def test_logits_equal_the_training_stacks_within_1e_5(fixtures, reference, name):
     predictor = Predictor(fixtures / name, threads=1, length_bucket=1)
     logits = predictor.predict_logits(predictor.encode(reference["texts"], reference["pairs"]))
     expected = np.array(reference["logits"][name])
-    assert predictor.precision == name
+    assert predictor.precision == name.split("_")[0]
     np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max(),
                                err_msg=f"Paddle {paddle.__version__} against 2.6.2")
 
 
-@pytest.mark.parametrize("name", ["fp32", "int8"])
+@pytest.mark.parametrize("name", FOLDERS)
 @pytest.mark.parametrize("bucket", [8, 16, 32])
 def test_padding_to_a_length_bucket_keeps_the_logits(fixtures, reference, name, bucket):
     exact = Predictor(fixtures / name, threads=1, length_bucket=1, batch_size=3)
