@@ -58,7 +58,8 @@ SWITCHED_ON = {"quant.method": ["qat", "ptq"], "quant.weight_quantizer": ["lsq",
 
 def consistent(data: dict) -> dict:
     """`data` with the keys `check_config` requires: a dataset or training file, a random model's vocabulary,
-    and every method switched on (a teacher included), so that none of its settings is ignored."""
+    every method switched on (a teacher included), so that none of its settings is ignored, and the reference
+    quantization scope with the only activation settings it takes."""
     data = copy.deepcopy(data)
     section = data.setdefault("data", {})
     if not section.get("dataset") and not section.get("train_file"):
@@ -72,6 +73,10 @@ def consistent(data: dict) -> dict:
             data[section][name] = on[0]
     if not data["distill"].get("teacher"):
         data["distill"]["teacher"] = "teacher"
+    if data["quant"].get("scope") == "reference":  # it quantizes activations and the attention in its own way
+        data["quant"]["quantize_attention"] = False
+        if data["quant"]["activation_quantizer"] not in ("", "clipped_absmax"):
+            data["quant"]["activation_quantizer"] = ""
     if not data.setdefault("train", {}).get("max_grad_norm", 1.0) > 0:  # gradient clipping, for train.grad_clip
         data["train"]["max_grad_norm"] = 1.0
     return data
