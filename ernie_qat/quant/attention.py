@@ -1,9 +1,10 @@
-"""Self-attention whose matmul inputs are fake-quantized: the TI / TernaryBERT reference's scope (`quant.scope: reference`).
+"""Self-attention whose matmul inputs are fake-quantized (`quant.scope: reference`, `quant.quantize_attention`).
 
 `QuantizedAttention` is Paddle's `MultiHeadAttention` forward for self-attention with a quantizer on
 each input of the two attention matmuls: the Q and K outputs (of the projections, per head), the V
 output, and the attention probabilities after dropout. It takes over the attention's projections
-under the same names, and the quantizers hold no parameters, so checkpoints keep their keys. The
+under the same names, so their checkpoint keys stay; the reference's quantizers hold no parameters,
+the moving-average ones their ranges (`<quantizer>._scale`), which checkpoints keep beside them. The
 training forward (ernie_qat.models.taps.Attention) applies the same quantizers at the same places.
 x [B, L, H] -> out [B, L, H].
 
