@@ -204,14 +204,17 @@ def test_cells_are_the_product_of_the_axes_and_seeds(tmp_path):
         "base": str(task["config"]), "output_dir": "out", "seeds": [7, 8],
         "axes": {"dataset": {"dev": [f"data.test_file={tmp_path}/{{dataset}}.tsv"], "test": []},
                  "format": {"w8a8": ["quant.method=qat"]},
-                 "method": {"qat": [], "ptq": {"tool": "ptq", "overrides": ["ptq.checkpoint=fp32_s{seed}"]}}}}))
+                 "method": {"qat": [], "ptq": {"tool": "ptq", "overrides": ["ptq.checkpoint=fp32"]},
+                            "ptq_each": {"tool": "ptq", "overrides": ["ptq.checkpoint=fp32_s{seed}"]}}}}))
     found = cells(load_suite(path))
     assert [(c.name, c.tool) for c in found] == [
-        ("dev-qat-s7", "train"), ("dev-qat-s8", "train"), ("dev-ptq-s7", "ptq"),  # PTQ once, at the first seed
-        ("test-qat-s7", "train"), ("test-qat-s8", "train"), ("test-ptq-s7", "ptq")]
-    assert found[2].overrides == [f"data.test_file={tmp_path}/dev.tsv", "quant.method=qat", "ptq.checkpoint=fp32_s7",
-                                  "train.output_dir=out/dev-ptq-s7", "train.seed=7"]
-    assert found[3].cfg.data.test_file == str(tmp_path / "test.tsv") and found[3].cfg.train.seed == 7
+        ("dev-qat-s7", "train"), ("dev-qat-s8", "train"), ("dev-ptq-s7", "ptq"),  # PTQ once, at the first seed,
+        ("dev-ptq_each-s7", "ptq"), ("dev-ptq_each-s8", "ptq"),                  # unless it names {seed}
+        ("test-qat-s7", "train"), ("test-qat-s8", "train"), ("test-ptq-s7", "ptq"),
+        ("test-ptq_each-s7", "ptq"), ("test-ptq_each-s8", "ptq")]
+    assert found[4].overrides == [f"data.test_file={tmp_path}/dev.tsv", "quant.method=qat", "ptq.checkpoint=fp32_s8",
+                                  "train.output_dir=out/dev-ptq_each-s8", "train.seed=8"]
+    assert found[5].cfg.data.test_file == str(tmp_path / "test.tsv") and found[5].cfg.train.seed == 7
 
 
 def test_dry_run_and_report_only(suite, monkeypatch, capsys):

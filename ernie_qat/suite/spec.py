@@ -16,7 +16,8 @@
 
 Cells are the product of the axes' values (in file order, the last axis varying fastest) and the
 seeds (fastest of all); a cell with a `tool: ptq` value runs tools/ptq.py once, at the first seed
-(PTQ trains nothing a seed would vary). A value may name its own `base` config, which its cells start
+(PTQ trains nothing a seed would vary), unless its overrides name `{seed}` (each seed's own FP32
+checkpoint, say): then once per seed. A value may name its own `base` config, which its cells start
 from instead of the suite's (at most one value of a cell may). A cell's name is its values on the axes
 with more than one value, joined by "-", then `-s<seed>`. `{seed}` and `{dataset}` in an override become
 the cell's seed and `dataset` value. Paths are relative to the working directory, as in configs.
@@ -151,10 +152,11 @@ def cells(suite: Suite) -> List[Cell]:
         named = [(f"axes.{axis}.{name}.base", value.base) for axis, (name, value) in zip(suite.axes, combination)
                  if value.base]
         base = named[0][1] if named else suite.base
-        for seed in suite.seeds[:1] if tool == "ptq" else suite.seeds:
+        own = suite.overrides + [item for _, value in combination for item in value.overrides]
+        once = tool == "ptq" and not any("{seed}" in item for item in own)
+        for seed in suite.seeds[:1] if once else suite.seeds:
             name = "-".join([values[axis] for axis in varied] + [f"s{seed}"])
             folder = suite.output_dir / name
-            own = suite.overrides + [item for _, value in combination for item in value.overrides]
             overrides = [item.replace("{seed}", str(seed)).replace("{dataset}", values.get("dataset", ""))
                          for item in own] + [f"train.output_dir={folder}", f"train.seed={seed}"]
             if len(named) > 1:
