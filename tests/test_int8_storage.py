@@ -4,15 +4,16 @@ from pathlib import Path
 
 import numpy as np
 import paddle
+import paddle.nn.functional as F
 import pytest
-from paddle import _legacy_C_ops
+from paddle import _legacy_C_ops, nn
 from paddle.base.proto.framework_pb2 import ProgramDesc, VarType
 
 from conftest import trained
 from ernie_qat.deploy import MODEL_PREFIX, Predictor, read_deploy_config
 from ernie_qat.export import export
 from ernie_qat.quant import qat
-from ernie_qat.quant.embedding import QuantizedEmbedding, quantize_rows
+from ernie_qat.quant.embedding import QuantizedEmbedding, quantize_rows, ternary_rows
 from ernie_qat.quant.int8_storage import _levels, float_weight_files, float_weights, row_ranges, store_int8_weights
 from ernie_qat.quant.onednn import pin_trained_scales
 from ernie_qat.quant.params_file import encode_tensors, iter_tensors, persistable_names, read_tensors
@@ -133,6 +134,27 @@ def test_quantize_rows_gives_the_levels_export_stores_and_straight_through_gradi
     assert sorted(set(np.round(quantized.numpy()[4, :3] * 127 / ranges[4]).tolist())) == [-64.0, 64.0, 127.0]
     (quantized * paddle.arange(16, dtype="float32")).sum().backward()
     np.testing.assert_array_equal(weight.grad.numpy(), np.tile(np.arange(16, dtype=np.float32), (50, 1)))
+
+
+@pytest.mark.parametrize("rows", [quantize_rows, ternary_rows], ids=lambda f: f.__name__)
+def test_a_lookup_quantizes_the_rows_it_reads_as_the_whole_table_would(rows):
+    table = np.random.RandomState(5).randn(40, 16).astype(np.float32)
+    table[7] *= 3.0  # values beyond the ternary clamp
+    ids = paddle.to_tensor([[1, 7, 7, 0], [39, 2, 0, 0]])
+
+    def looked_up(lookup):  # (values, table gradient) of lookup(embedding)
+        embedding = nn.Embedding(40, 16, padding_idx=0)
+        embedding.weight.set_value(table)
+        quantized = lookup(embedding)
+        (quantized * paddle.arange(16, dtype="float32")).sum().backward()
+        return quantized.numpy(), embedding.weight.grad.numpy()
+
+    got, got_grad = looked_up(lambda embedding: QuantizedEmbedding(embedding, rows)(ids))
+    expected, expected_grad = looked_up(lambda embedding: F.embedding(ids, rows(embedding.weight), padding_idx=0))
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(got_grad, expected_grad)
+    assert not got[1, 2:].any() and not got_grad[0].any()  # padding: zero rows, no gradient
+    assert got_grad[7].any() and len(np.unique(got[0, 1])) <= (3 if rows is ternary_rows else 255)
 
 
 def test_trained_int8_word_table_is_stored_as_int8_and_runs_as_trained(toy_task, fp32_checkpoint):

@@ -21,8 +21,8 @@ LEVELS = 127
 
 
 def quantize_rows(table: paddle.Tensor) -> paddle.Tensor:
-    """[V, H] table on int8 levels with a range (max |row|) per row; gradients pass straight through."""
-    ranges = table.abs().max(axis=1, keepdim=True).detach()
+    """[..., H] rows on int8 levels with a range (max |row|) per row; gradients pass straight through."""
+    ranges = table.abs().max(axis=-1, keepdim=True).detach()
     ranges = paddle.where(ranges == 0, paddle.ones_like(ranges), ranges)
     scaled = (LEVELS * (1.0 / ranges)) * table  # the float32 arithmetic of int8_storage._levels
     levels = paddle.clip(paddle.round(scaled), -LEVELS, LEVELS)  # ties away from zero
@@ -31,15 +31,17 @@ def quantize_rows(table: paddle.Tensor) -> paddle.Tensor:
 
 
 def ternary_rows(table: paddle.Tensor) -> paddle.Tensor:
-    """[V, H] table ternarized per row as the TI reference's embeddings: TWN of each row clamped to ±2.5
+    """[..., H] rows ternarized as the TI reference's embeddings: TWN of each row clamped to ±2.5
     (ernie_qat.quant.lowbit.twn); gradients pass straight through inside ±2.5."""
     clipped = paddle.clip(table, -TERNARY_CLIP, TERNARY_CLIP)
-    return twn(table, axis=1, clamp=TERNARY_CLIP) + (clipped - clipped.detach())
+    return twn(table, axis=-1, clamp=TERNARY_CLIP) + (clipped - clipped.detach())
 
 
 class QuantizedEmbedding(nn.Layer):
     """An nn.Embedding whose lookups read its table quantized per row (`rows`: `quantize_rows`, int8 levels, or
-    `ternary_rows`); same parameter, same name."""
+    `ternary_rows`); same parameter, same name. Rows are quantized independently, so a lookup quantizes the
+    rows it reads, [B, L, H], not the whole [V, H] table: the same values and gradients, at a fraction of the
+    work (the whole table took 0.3-0.5 s a step for MiniLM's 30,522 words)."""
 
     def __init__(self, embedding: nn.Embedding, rows=quantize_rows):
         super().__init__()
@@ -48,7 +50,7 @@ class QuantizedEmbedding(nn.Layer):
         self.rows = rows
 
     def forward(self, ids):
-        return F.embedding(ids, self.rows(self.weight), padding_idx=self._padding_idx)
+        return self.rows(F.embedding(ids, self.weight, padding_idx=self._padding_idx))
 
     def plain(self) -> nn.Embedding:
         """An nn.Embedding holding the quantized table, for export."""
