@@ -461,6 +461,10 @@ def check_config(cfg: Config, origin: Callable[[str], str]) -> None:
             raise ConfigError(f"{origin('quant.quantize_attention')}: `quant.scope: reference` already quantizes the "
                               "attention matmuls' inputs, with a range per batch as the TI reference does: drop "
                               "`quant.quantize_attention`")
+        if cfg.quant.scope == "reference" and cfg.quant.quantize_embeddings:
+            raise ConfigError(f"{origin('quant.quantize_embeddings')}: `quant.scope: reference` already quantizes the "
+                              "word table per row as the TI reference does (ternary with ternary weights, else on "
+                              "int8 levels): drop `quant.quantize_embeddings`")
 
 
 def _check_quantizers(cfg: Config, origin: Callable[[str], str]) -> None:

@@ -57,6 +57,9 @@ def teacher_copy(checkpoint, folder, labels=None, scale=None):
     (["quant.method=qat", "quant.scope=reference", "quant.quantize_attention=true"],
      "override `-o quant.quantize_attention=true`: `quant.scope: reference` already quantizes the attention matmuls' "
      "inputs, with a range per batch as the TI reference does: drop `quant.quantize_attention`"),
+    (["quant.method=qat", "quant.scope=reference", "quant.quantize_embeddings=true"],
+     "override `-o quant.quantize_embeddings=true`: `quant.scope: reference` already quantizes the word table per row "
+     "as the TI reference does (ternary with ternary weights, else on int8 levels): drop `quant.quantize_embeddings`"),
 ])
 def test_a_setting_of_a_method_that_is_off_is_an_error_naming_the_switch(toy_task, monkeypatch, capsys, overrides,
                                                                          message):

@@ -73,8 +73,8 @@ def consistent(data: dict) -> dict:
             data[section][name] = on[0]
     if not data["distill"].get("teacher"):
         data["distill"]["teacher"] = "teacher"
-    if data["quant"].get("scope") == "reference":  # it quantizes activations and the attention in its own way
-        data["quant"]["quantize_attention"] = False
+    if data["quant"].get("scope") == "reference":  # it quantizes activations, the attention and the table its own way
+        data["quant"]["quantize_attention"] = data["quant"]["quantize_embeddings"] = False
         if data["quant"]["activation_quantizer"] not in ("", "clipped_absmax"):
             data["quant"]["activation_quantizer"] = ""
     if not data.setdefault("train", {}).get("max_grad_norm", 1.0) > 0:  # gradient clipping, for train.grad_clip
