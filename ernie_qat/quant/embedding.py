@@ -41,7 +41,8 @@ class QuantizedEmbedding(nn.Layer):
     """An nn.Embedding whose lookups read its table quantized per row (`rows`: `quantize_rows`, int8 levels, or
     `ternary_rows`); same parameter, same name. Rows are quantized independently, so a lookup quantizes the
     rows it reads, [B, L, H], not the whole [V, H] table: the same values and gradients, at a fraction of the
-    work (the whole table took 0.3-0.5 s a step for MiniLM's 30,522 words)."""
+    work (MiniLM's 30,522-word table: 0.3-0.5 s of forward and backward a step, against 0.03 s for a 32 × 64
+    batch's rows)."""
 
     def __init__(self, embedding: nn.Embedding, rows=quantize_rows):
         super().__init__()
