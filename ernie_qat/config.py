@@ -432,6 +432,13 @@ def method_settings() -> List[MethodSettings]:
     ]
 
 
+# switches of our scope for what `quant.scope: reference` quantizes its own way -> what that is
+REFERENCE_SCOPE_QUANTIZES = {
+    "quantize_attention": "the attention matmuls' inputs, with a range per batch as the TI reference does",
+    "quantize_embeddings": "the word table per row as the TI reference does (ternary with ternary weights, else on "
+                           "int8 levels)"}
+
+
 def check_config(cfg: Config, origin: Callable[[str], str]) -> None:
     """Raises ConfigError for settings that cannot work together, blaming `origin(key)` (file or override):
     a setting of a method the config does not enable, and each method's own bounds."""
@@ -457,15 +464,10 @@ def check_config(cfg: Config, origin: Callable[[str], str]) -> None:
             raise ConfigError(f"{origin('quant.scope')}: `quant.scope: reference` quantizes activations as the TI "
                               "reference does (`clipped_absmax`), and `quant.activation_quantizer` is "
                               f"{cfg.quant.activation_quantizer}: leave it unset")
-        if cfg.quant.scope == "reference" and cfg.quant.quantize_attention:
-            raise ConfigError(f"{origin('quant.quantize_attention')}: `quant.scope: reference` already quantizes the "
-                              "attention matmuls' inputs, with a range per batch as the TI reference does: drop "
-                              "`quant.quantize_attention`")
-        if cfg.quant.scope == "reference" and cfg.quant.quantize_embeddings:
-            raise ConfigError(f"{origin('quant.quantize_embeddings')}: `quant.scope: reference` already quantizes the "
-                              "word table per row as the TI reference does (ternary with ternary weights, else on "
-                              "int8 levels): drop `quant.quantize_embeddings`")
-
+        for switch, quantized in REFERENCE_SCOPE_QUANTIZES.items():
+            if cfg.quant.scope == "reference" and getattr(cfg.quant, switch):
+                raise ConfigError(f"{origin('quant.' + switch)}: `quant.scope: reference` already quantizes {quantized}: "
+                                  f"drop `quant.{switch}`")
 
 def _check_quantizers(cfg: Config, origin: Callable[[str], str]) -> None:
     """Each registered quantizer in its role (`roles`) and at a bit width it has (`bits`): ernie_qat.quant.quantizers."""
