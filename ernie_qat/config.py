@@ -466,8 +466,8 @@ def check_config(cfg: Config, origin: Callable[[str], str]) -> None:
                               f"{cfg.quant.activation_quantizer}: leave it unset")
         for switch, quantized in REFERENCE_SCOPE_QUANTIZES.items():
             if cfg.quant.scope == "reference" and getattr(cfg.quant, switch):
-                raise ConfigError(f"{origin('quant.' + switch)}: `quant.scope: reference` already quantizes {quantized}: "
-                                  f"drop `quant.{switch}`")
+                raise ConfigError(f"{origin('quant.' + switch)}: `quant.scope: reference` already quantizes "
+                                  f"{quantized}: drop `quant.{switch}`")
 
 def _check_quantizers(cfg: Config, origin: Callable[[str], str]) -> None:
     """Each registered quantizer in its role (`roles`) and at a bit width it has (`bits`): ernie_qat.quant.quantizers."""
