@@ -90,14 +90,20 @@ def show_toolkit_warnings() -> None:
 def run(main: Callable[[], None]) -> None:
     """Run `main`; a `UserError` prints `error: ...` (its `prefix`) and exits with its code (2; 1 for network failures),
     no traceback. A file-size limit (ulimit -f) fails the write that exceeds it, like a full disk,
-    instead of killing the process."""
+    instead of killing the process. A rank of a data-parallel run ends through `parallel.exit_rank`."""
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     show_toolkit_warnings()
+    code = 0
     try:
         main()
     except UserError as exc:
         print(f"{exc.prefix}{exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+        code = exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        sys.exit(130)
+        code = 130
+    parallel = sys.modules.get("ernie_qat.train.parallel")  # imported (with paddle) only by commands that train
+    if parallel is not None and parallel.started():
+        parallel.exit_rank(code)
+    if code:
+        sys.exit(code)

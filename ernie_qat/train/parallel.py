@@ -22,13 +22,14 @@ import contextlib
 import ctypes
 import io
 import itertools
+import logging
 import os
 import pickle
 import signal
 import sys
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator, List, Sequence, TypeVar
+from typing import Callable, Iterator, List, NoReturn, Sequence, TypeVar
 
 import paddle
 import paddle.distributed as dist
@@ -178,6 +179,21 @@ def start() -> Topology:
             dist.init_parallel_env()
         _started.append(True)
     return topo
+
+
+def started() -> bool:
+    """Whether `start` set up a data-parallel run's process group in this process."""
+    return bool(_started)
+
+
+def exit_rank(code: int) -> NoReturn:
+    """End this rank with `code`, its work done and its files closed, skipping the interpreter's teardown: there,
+    Paddle 2.6 destroys the gloo process group (an `atexit` hook), which sometimes aborts (SIGABRT) once the other
+    ranks have gone, and the launcher then reports a run that wrote complete results as failed (exit code 250)."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def broadcast_state(model: paddle.nn.Layer) -> None:
