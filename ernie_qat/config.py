@@ -460,14 +460,22 @@ def check_config(cfg: Config, origin: Callable[[str], str]) -> None:
                               f"or remove {'it' if len(ignored) == 1 else 'them'}")
     if cfg.quant.method == "qat":
         _check_quantizers(cfg, origin)
-        if cfg.quant.scope == "reference" and cfg.quant.activation_quantizer not in ("", "clipped_absmax"):
-            raise ConfigError(f"{origin('quant.scope')}: `quant.scope: reference` quantizes activations as the TI "
-                              "reference does (`clipped_absmax`), and `quant.activation_quantizer` is "
-                              f"{cfg.quant.activation_quantizer}: leave it unset")
-        for switch, quantized in REFERENCE_SCOPE_QUANTIZES.items():
-            if cfg.quant.scope == "reference" and getattr(cfg.quant, switch):
-                raise ConfigError(f"{origin('quant.' + switch)}: `quant.scope: reference` already quantizes "
-                                  f"{quantized}: drop `quant.{switch}`")
+        if cfg.quant.scope == "reference":
+            _check_reference_scope(cfg, origin)
+
+
+def _check_reference_scope(cfg: Config, origin: Callable[[str], str]) -> None:
+    """`quant.scope: reference` quantizes activations, the attention matmuls and the word table its own way: our
+    scope's settings for them are refused, not ignored."""
+    if cfg.quant.activation_quantizer not in ("", "clipped_absmax"):
+        raise ConfigError(f"{origin('quant.scope')}: `quant.scope: reference` quantizes activations as the TI "
+                          "reference does (`clipped_absmax`), and `quant.activation_quantizer` is "
+                          f"{cfg.quant.activation_quantizer}: leave it unset")
+    for switch, quantized in REFERENCE_SCOPE_QUANTIZES.items():
+        if getattr(cfg.quant, switch):
+            raise ConfigError(f"{origin('quant.' + switch)}: `quant.scope: reference` already quantizes "
+                              f"{quantized}: drop `quant.{switch}`")
+
 
 def _check_quantizers(cfg: Config, origin: Callable[[str], str]) -> None:
     """Each registered quantizer in its role (`roles`) and at a bit width it has (`bits`): ernie_qat.quant.quantizers."""

@@ -292,5 +292,6 @@ def test_a_rank_ends_with_its_code_and_output_but_without_the_interpreters_teard
     ended = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert ended.returncode == code, ended.stderr
     assert ended.stdout == ("done\n" if code == 0 else "")  # flushed, though the process left with os._exit
-    assert ended.stderr.endswith("" if code == 0 else "error: rank 1 stopped\n")
+    if code:
+        assert ended.stderr.endswith("error: rank 1 stopped\n")
     assert not marker.exists()
