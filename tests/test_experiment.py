@@ -161,17 +161,17 @@ def test_results_csv_and_report_come_from_the_cells(suite):
     c = sum(int(np.sum(right[f"qat-s{s}"] & ~right[f"fp32-s{s}"])) for s in (1, 2))
     p = binomtest(b, b + c, 0.5).pvalue if b + c else 1.0
     paired = report[report.index("| McNemar p |"):].splitlines()
-    assert b + c > 0 and next(line for line in paired if line.startswith("| qat | 1, 2 | ")).endswith(
+    assert b + c > 0 and next(line for line in paired if line.startswith("| qat | fp32 | 1, 2 | ")).endswith(
         f"| {b} | {c} | {p:.3g} |")
-    assert any(line.startswith("| ptq | 1 | ") for line in paired)  # paired on seed 1 only
+    assert any(line.startswith("| ptq | fp32 | 1 | ") for line in paired)  # paired on seed 1 only
     assert "Unfinished" not in report and "![dev accuracy, mean over seeds](curves_toy.png)" in report
     # steps to the baseline's final dev accuracy, per seed, from the cells' dev records
     curves = {name: {r["step"]: r["accuracy"] for r in records(out / name) if r["split"] == "dev"}
               for name in ("fp32-s1", "qat-s1")}
     reached = steps_to_reach(curves["qat-s1"], curves["fp32-s1"][max(curves["fp32-s1"])])
     converged = report[report.index("Steps to reach"):].splitlines()
-    assert next(line for line in converged if line.startswith("| qat | 1, 2 | ")).startswith(
-        f"| qat | 1, 2 | {'never' if reached is None else reached}, ")
+    assert next(line for line in converged if line.startswith("| qat | fp32 | 1, 2 | ")).startswith(
+        f"| qat | fp32 | 1, 2 | {'never' if reached is None else reached}, ")
     assert (out / "curves_toy.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -238,6 +238,24 @@ def test_dry_run_and_report_only(suite, monkeypatch, capsys):
     assert f"FP32 reference (`{reference}`): test accuracy {accuracy:.2f}." in report and "| qat | 1, 2 |" in report
 
 
+def test_a_method_is_paired_with_its_own_baseline(suite, monkeypatch, capsys):
+    """`baselines: {ptq: qat}`: PTQ is compared with QAT (seed 1, the one PTQ has), the others with `baseline`."""
+    own = suite["task"]["dir"] / "own_baseline.yaml"
+    own.write_text(suite_text(suite["task"], suite["out"], baselines={"ptq": "qat"}))
+    code, out, err = run_here("experiment.py", monkeypatch, capsys, "--suite", own, "--report-only")
+    assert code == 0, err
+    right = {name: np.equal(*(json.loads((suite["out"] / name / "test_predictions.json").read_text())[key]
+                              for key in ("predicted", "gold"))) for name in ("qat-s1", "ptq-s1")}
+    b, c = int(np.sum(right["qat-s1"] & ~right["ptq-s1"])), int(np.sum(right["ptq-s1"] & ~right["qat-s1"]))
+    paired = (suite["out"] / "REPORT.md").read_text().split("| McNemar p |")[1].splitlines()
+    assert next(line for line in paired if line.startswith("| ptq | ")).startswith("| ptq | qat | 1 | ")
+    assert next(line for line in paired if line.startswith("| ptq | ")).endswith(
+        f"| {b} | {c} | {binomtest(b, b + c, 0.5).pvalue if b + c else 1.0:.3g} |")
+    assert any(line.startswith("| qat | fp32 | 1, 2 | ") for line in paired)
+    (suite["out"] / "REPORT.md").unlink()  # the next test compares reports made from the main suite file
+    assert run_here("experiment.py", monkeypatch, capsys, "--suite", suite["path"], "--report-only")[0] == 0
+
+
 def test_records_outlive_the_cell_folders(suite, monkeypatch):
     """A suite with `records` keeps each finished cell's small files there; with the cell folders gone (another
     machine), the report is the same, the cells count as finished, and a changed definition is still refused."""
@@ -278,6 +296,9 @@ def test_records_outlive_the_cell_folders(suite, monkeypatch):
     ({"seeds": "1"}, "`seeds`: expected a list of distinct non-negative integers, got '1'"),
     ({"baseline": "qats"}, "`baseline: qats` is not a value of the `method` axis (fp32, qat, ptq); did you mean "
                            "`qat`?"),
+    ({"baselines": {"ptq": "qta"}}, "`baselines.ptq: qta` is not a value of the `method` axis (fp32, qat, ptq); "
+                                    "did you mean `qat`?"),
+    ({"baselines": {"qat": "qat"}}, "`baselines.qat`: a method is not its own baseline"),
     ({"overrides": ["train.seed=3"]}, "`overrides`: `train.seed` is set by the suite for each cell"),
     ({"axes": {"method": {"a-b": []}}}, "`axes.method.a-b`: value names are"),
     ({"axes": {"method": {"a": "quant.method=qat"}}}, "`axes.method.a`: expected a list of `section.key=value`"),

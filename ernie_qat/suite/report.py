@@ -4,9 +4,9 @@ results.csv has one row per cell (unfinished cells too, with their status). REPO
 cells by their `dataset` and `format` values; in each group, a table row per method (and value of
 any other axis) gives the mean ± std over seeds of test accuracy and macro-F1, % of the FP32
 reference's test accuracy, the deployed INT8 accuracy and the training time; a second table
-compares each method with the baseline on the seeds both have: the mean accuracy difference with
-its paired-bootstrap 95% interval, and McNemar's exact test of the pooled discordant pairs
-(ernie_qat.suite.paired). The dev-accuracy curves (mean over seeds, band from min to max) of each
+compares each method with its baseline (the suite's `baseline`, or the method's own in `baselines`) on
+the seeds both have: the mean accuracy difference with its paired-bootstrap 95% interval, and
+McNemar's exact test of the pooled discordant pairs (ernie_qat.suite.paired). The dev-accuracy curves (mean over seeds, band from min to max) of each
 group are drawn to curves_<dataset>_<format>.png.
 """
 import csv
@@ -191,37 +191,45 @@ def _summary_table(rows: Dict[Tuple[str, ...], List[Outcome]], fp32: Optional[fl
 
 
 def _paired_table(suite: Suite, rows: Dict[Tuple[str, ...], List[Outcome]]) -> List[str]:
-    """Each method against the baseline with the same other values, on the seeds both have predictions for."""
-    if not suite.baseline:
-        return []
-    position = [axis for axis in suite.axes if axis not in GROUP_AXES].index("method")
+    """Each method against its baseline with the same other values, on the seeds both have predictions for."""
     lines = []
-    for key, cells in rows.items():
-        if key[position] == suite.baseline:
+    for key, cells, base_key in _with_baselines(suite, rows):
+        if base_key == key:
             continue
-        base_key = key[:position] + (suite.baseline,) + key[position + 1:]
         base = {o.cell.seed: o for o in rows.get(base_key, []) if o.predictions}
         pairs = [(base[o.cell.seed], o) for o in cells if o.predictions and o.cell.seed in base]
         seeds = ", ".join(str(m.cell.seed) for _, m in pairs)
+        against = f"| {_label(key)} | {_label(base_key)} |"
         if not pairs:
-            lines.append(f"| {_label(key)} | none yet | | | | | |")
+            lines.append(f"{against} none yet | | | | | |")
         elif any(b.predictions["gold"] != m.predictions["gold"] for b, m in pairs):
-            lines.append(f"| {_label(key)} | {seeds} | tested on other examples than the baseline | | | | |")
+            lines.append(f"{against} {seeds} | tested on other examples than the baseline | | | | |")
         else:
             baseline_right = np.array([_correct(b) for b, _ in pairs])
             method_right = np.array([_correct(m) for _, m in pairs])
             test = mcnemar(baseline_right, method_right)
             difference = paired_bootstrap(baseline_right, method_right)
-            lines.append(f"| {_label(key)} | {seeds} | {difference.mean:+.2f} | [{difference.low:+.2f}, "
+            lines.append(f"{against} {seeds} | {difference.mean:+.2f} | [{difference.low:+.2f}, "
                          f"{difference.high:+.2f}] | {test.b} | {test.c} | {test.p:.3g} |")
     if not lines:
         return []
-    return [f"Against `{suite.baseline}`, paired by seed and test example (b: `{suite.baseline}` right and the "
+    return ["Each method against its baseline, paired by seed and test example (b: the baseline right and the "
             "method wrong, c: the reverse; p: McNemar's exact two-sided test on b and c pooled over the seeds; "
             f"95% interval: paired bootstrap of the mean accuracy difference, {RESAMPLES:,} resamples of the "
             f"test examples, seed {BOOTSTRAP_SEED}):", "",
-            "| method | seeds paired | accuracy difference (points) | 95% interval | b | c | McNemar p |",
-            "|---|---|---|---|---|---|---|", *lines, ""]
+            "| method | baseline | seeds paired | accuracy difference (points) | 95% interval | b | c | McNemar p |",
+            "|---|---|---|---|---|---|---|---|", *lines, ""]
+
+
+def _with_baselines(suite: Suite, rows: Dict[Tuple[str, ...], List[Outcome]]):
+    """(row key, its cells, its baseline's row key) of each row whose method has a baseline."""
+    if not (suite.baseline or suite.baselines):
+        return
+    position = [axis for axis in suite.axes if axis not in GROUP_AXES].index("method")
+    for key, cells in rows.items():
+        baseline = suite.baseline_of(key[position])
+        if baseline:
+            yield key, cells, key[:position] + (baseline,) + key[position + 1:]
 
 
 def steps_to_reach(curve: Dict[int, float], target: float) -> Optional[int]:
@@ -230,14 +238,10 @@ def steps_to_reach(curve: Dict[int, float], target: float) -> Optional[int]:
 
 
 def _convergence_table(suite: Suite, rows: Dict[Tuple[str, ...], List[Outcome]]) -> List[str]:
-    """Steps each method took to reach the baseline's final dev accuracy (same seed), the student alone and, where an
-    intervention acted, as the intervened student was evaluated."""
-    if not suite.baseline:
-        return []
-    position = [axis for axis in suite.axes if axis not in GROUP_AXES].index("method")
+    """Steps each method took to reach its baseline's final dev accuracy (same seed), the student alone and, where an
+    intervention acted, as the intervened student was evaluated (a baseline's own row: its steps to its end)."""
     lines = []
-    for key, cells in rows.items():
-        base_key = key[:position] + (suite.baseline,) + key[position + 1:]
+    for key, cells, base_key in _with_baselines(suite, rows):
         base = {o.cell.seed: o for o in rows.get(base_key, []) if o.dev_curve}
         pairs = [(base[o.cell.seed], o) for o in cells if o.dev_curve and o.cell.seed in base]
         if not pairs:
@@ -246,12 +250,13 @@ def _convergence_table(suite: Suite, rows: Dict[Tuple[str, ...], List[Outcome]])
         for curve in ("dev_curve", "intervened_curve"):
             reached = [steps_to_reach(getattr(m, curve), b.dev_curve[max(b.dev_curve)]) for b, m in pairs]
             views.append(", ".join("never" if step is None else str(step) for step in reached))
-        lines.append(f"| {_label(key)} | {', '.join(str(m.cell.seed) for _, m in pairs)} | {views[0]} | {views[1]} |")
+        lines.append(f"| {_label(key)} | {_label(base_key)} | {', '.join(str(m.cell.seed) for _, m in pairs)} | "
+                     f"{views[0]} | {views[1]} |")
     if not lines:
         return []
-    return [f"Steps to reach `{suite.baseline}`'s final dev accuracy (same seed; per seed, at the evaluated steps):", "",
-            "| method | seeds | the student alone | as evaluated with the intervention on |", "|---|---|---|---|",
-            *lines, ""]
+    return ["Steps to reach the baseline's final dev accuracy (same seed; per seed, at the evaluated steps):", "",
+            "| method | baseline | seeds | the student alone | as evaluated with the intervention on |",
+            "|---|---|---|---|---|", *lines, ""]
 
 
 def plot_curves(path: Path, title: str, rows: Dict[Tuple[str, ...], List[Outcome]]) -> bool:

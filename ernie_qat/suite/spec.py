@@ -5,6 +5,7 @@
     seeds: [42, 43, 44]                    # train.seed of each cell
     overrides: []                          # -o overrides of every cell (optional)
     baseline: qat                          # the `method` value the others are compared with (optional)
+    baselines: {lsq_squat: lsq}            # a method's own baseline, where it is not `baseline` (optional)
     fp32: {rt: runs/rt_minilm_fp32/checkpoints/best}   # per `dataset` value, or one path: "% of FP32"
     records: docs/suites/rt_w8a8/cells     # each finished cell's small files are kept here (optional)
     axes:                                  # name -> {value: [overrides]} or {value: {tool:, base:, overrides:}}
@@ -39,7 +40,7 @@ import yaml
 from ernie_qat.config import Config, ConfigError, differences, flat_dict, load_config
 from ernie_qat.errors import UserError, did_you_mean
 
-SUITE_KEYS = ("base", "output_dir", "seeds", "overrides", "baseline", "fp32", "records", "axes")
+SUITE_KEYS = ("base", "output_dir", "seeds", "overrides", "baseline", "baselines", "fp32", "records", "axes")
 VALUE_KEYS = ("overrides", "tool", "base")
 TOOLS = ("train", "ptq")
 SET_BY_SUITE = ("train.output_dir", "train.seed")  # each cell's, from `output_dir` and `seeds`
@@ -65,9 +66,14 @@ class Suite:
     seeds: List[int]
     overrides: List[str] = field(default_factory=list)
     baseline: str = ""
+    baselines: Dict[str, str] = field(default_factory=dict)  # method -> its own baseline, where not `baseline`
     fp32: Dict[str, str] = field(default_factory=dict)  # dataset value ("" without a dataset axis) -> checkpoint
     records: Optional[Path] = None  # where finished cells' records are kept
     axes: Dict[str, Dict[str, AxisValue]] = field(default_factory=dict)
+
+    def baseline_of(self, method: str) -> str:
+        """The `method` value `method` is compared with ("" = none)."""
+        return self.baselines.get(method, self.baseline)
 
 
 @dataclass
@@ -128,17 +134,30 @@ def load_suite(path) -> Suite:
     axes = _axes(data.get("axes") or {}, path)
     suite = Suite(path, base, Path(_text(data["output_dir"], "output_dir", path)), seeds,
                   _overrides(data.get("overrides"), "overrides", path), axes=axes)
+    methods = list(axes.get("method", {}))
     if data.get("baseline") is not None:
-        suite.baseline = _text(data["baseline"], "baseline", path)
-        methods = list(axes.get("method", {}))
-        if suite.baseline not in methods:
-            where = f"is not a value of the `method` axis ({', '.join(methods)})" if methods else \
-                "needs a `method` axis"
-            raise SuiteError(f"{path}: `baseline: {suite.baseline}` {where}{did_you_mean(suite.baseline, methods)}")
+        suite.baseline = _method(data["baseline"], "baseline", methods, path)
+    baselines = data.get("baselines") or {}
+    if not isinstance(baselines, dict):
+        raise SuiteError(f"{path}: `baselines`: expected a mapping method -> its baseline, got {baselines!r}")
+    for method, baseline in baselines.items():
+        _method(method, "baselines", methods, path)
+        suite.baselines[method] = _method(baseline, f"baselines.{method}", methods, path)
+        if baseline == method:
+            raise SuiteError(f"{path}: `baselines.{method}`: a method is not its own baseline")
     suite.fp32 = _fp32(data.get("fp32"), list(axes.get("dataset", {"": None})), "dataset" in axes, path)
     if data.get("records") is not None:
         suite.records = Path(_text(data["records"], "records", path))
     return suite
+
+
+def _method(value, key: str, methods: List[str], path: Path) -> str:
+    """`value`, checked to be a value of the `method` axis."""
+    value = _text(value, key, path)
+    if value not in methods:
+        where = f"is not a value of the `method` axis ({', '.join(methods)})" if methods else "needs a `method` axis"
+        raise SuiteError(f"{path}: `{key}: {value}` {where}{did_you_mean(value, methods)}")
+    return value
 
 
 def cells(suite: Suite) -> List[Cell]:
