@@ -32,11 +32,14 @@ $PY tools/experiment.py --suite configs/suites/rt_kurtosis_ptq.yaml
 cells rt_w8a8 ptq_absmax-s42
 # TI over KD in the reference's mode (our mode's three seeds of each were measured, without records)
 cells rt_w2a8_reference kd-s42 ti-s42 kd-s43 ti-s43 kd-s44 ti-s44
-# W2A8 in our mode, recorded (the first runs of KD and TI kept no predictions to pair new cells with)
-cells rt_w2a8 kd-s42 kd-s43 kd-s44 ti-s42 ti-s43 ti-s44 kd_gt-s43 kd_gt-s44 qat-s43 qat-s44
-# the other methods, one seed each
-cells rt_w4a8 ti-s42 kd-s42 sam-s42
-cells rt_w2a8 sam-s42 ti_sam-s42 lsq-s42 lsq_squat-s42
-cells rt_w2a8_reference qat-s42 kd_gt-s42
+# the other methods, one seed each, paired with recorded baselines (W4A8: TI against KD, KD and SAM against LSQ
+# QAT; W2A8: LSQ against TWN QAT, SQuAT against LSQ, SAM against QAT)
+cells rt_w4a8 kd-s42 ti-s42 sam-s42
+cells rt_w2a8 lsq-s42 lsq_squat-s42 sam-s42
+# W2A8 in our mode, recorded (the first runs of KD and TI kept no predictions to pair new cells with), then TI + SAM
+# against TI and the remaining seeds
+cells rt_w2a8 kd-s42 kd-s43 kd-s44 ti-s42 ti-s43 ti-s44 ti_sam-s42 kd_gt-s43 kd_gt-s44 qat-s43 qat-s44
+# the reference mode's other W2A8 methods (about 50 minutes a cell)
+cells rt_w2a8_reference qat-s42 kd_gt-s42 qat-s43 kd_gt-s43 qat-s44 kd_gt-s44
 cells rt_w8a8 qat_int8_attention-s43 qat_int8_attention-s44
 for suite in rt_w2a8 rt_w2a8_reference rt_w4a8 rt_w8a8 rt_kurtosis_fp32 rt_kurtosis_ptq; do $PY tools/experiment.py --suite "configs/suites/$suite.yaml" --report-only; done
