@@ -1,13 +1,15 @@
 """Training-step time of low-bit QAT alone and with the methods around it, on the real model and data.
 
-    python experiments/step_time.py distill|sam [--task mr] [--rounds 4] [--steps 5] [--json FILE]
+    python experiments/step_time.py distill|sam|reference [--task mr] [--rounds 4] [--steps 5] [--json FILE]
 
 The toolkit's own step (`train_step`) on the task's real training batches (MR: 32 × up to 64
 tokens), from the FP32 checkpoint (also the teacher), as the experiments train them:
   distill  W2A8 ternary weights: QAT, QAT + KD, QAT + TI with OI or MI active (configs/suites/mr_distill.yaml);
-  sam      W4A8 LSQ weights: QAT, QAT + SAM, SQuAT alternating every step (configs/suites/mr_sam.yaml).
+  sam      W4A8 LSQ weights: QAT, QAT + SAM, SQuAT alternating every step (configs/suites/mr_sam.yaml);
+  reference  W2A8 KD as in our mode, then with batches padded to max_seq_len, then in the TI reference's
+           whole mode (configs/suites/rt_w2a8_reference.yaml): where its step cost comes from.
 Methods alternate in rounds (after 2 warm-up steps each) so that a machine's drift hits all alike;
-the table gives each method's median and mean step and the ratios to plain QAT (SQuAT's steps
+the table gives each method's median and mean step and the ratios to the first (SQuAT's steps
 alternate between a SAM step and a plain one: its mean is the cost of a run).
 """
 import argparse
@@ -36,6 +38,11 @@ COMPARISONS = {  # name -> (overrides of every method, {method: its own override
                                      "distill.intervention_steps=1000000"]}),
     "sam": (["quant.weight_quantizer=lsq", "quant.weight_bits=4"], {
         "QAT": [], "QAT + SAM": ["optimizer.method=sam"], "SQuAT": ["optimizer.method=squat"]}),
+    "reference": (["quant.weight_quantizer=ternary", "quant.weight_bits=2", "quant.quantize_embeddings=false"] + KD, {
+        "KD": [], "KD, padded to max_seq_len": ["data.pad_to_max_seq_len=true"],
+        "KD, reference mode": ["data.pad_to_max_seq_len=true", "distill.loss_normalization=positions",
+                               "quant.scope=reference", "quant.weight_quantizer=ternary_clamped",
+                               "train.optimizer=bert_adam", "train.grad_clip=per_parameter"]}),
 }
 
 
@@ -51,7 +58,7 @@ def main() -> None:
     common, methods = COMPARISONS[args.comparison]
     runs = {}
     for name, extra in methods.items():
-        distill = [f"distill.teacher={teacher}"] if any(o.startswith("distill.") for o in extra) else []
+        distill = [f"distill.teacher={teacher}"] if any(o.startswith("distill.") for o in common + extra) else []
         cfg = load_config(f"configs/{args.task}_minilm_qat.yaml", common + ["train.learning_rate=2e-5"] + distill + extra)
         plugins = build_plugins(cfg)
         splits = load_splits(cfg.data, cfg.train.seed)
@@ -60,7 +67,9 @@ def main() -> None:
         optimizer, _ = make_optimizer(model, cfg.train, 10_000, [g for p in plugins.all() for g in p.param_groups(model)])
         data = encode(splits["train"], tokenizer, cfg.data.max_seq_len, labels)
         order = train_batches([len(x.input_ids) for x in data], cfg.train.batch_size, cfg.data.bucket_batches, 0, 0)
-        batches = [{k: paddle.to_tensor(v) for k, v in collate([data[i] for i in indices], model.pad_token_id).items()}
+        width = cfg.data.max_seq_len if cfg.data.pad_to_max_seq_len else None  # else each batch's longest
+        batches = [{k: paddle.to_tensor(v) for k, v in collate([data[i] for i in indices], model.pad_token_id,
+                                                               width).items()}
                    for indices in order[:args.steps]]
         runs[name] = {"model": model, "optimizer": optimizer, "plugins": plugins, "batches": batches, "times": []}
     for run in runs.values():  # warm-up
@@ -73,12 +82,13 @@ def main() -> None:
                 start = time.perf_counter()
                 train_step(run["model"], run["optimizer"], batch, run["plugins"], step)
                 run["times"].append(time.perf_counter() - start)
-    median, mean = statistics.median(runs["QAT"]["times"]), statistics.mean(runs["QAT"]["times"])
+    first = next(iter(runs))
+    median, mean = statistics.median(runs[first]["times"]), statistics.mean(runs[first]["times"])
     rows = [{"method": name, "median_s": statistics.median(run["times"]), "ratio": statistics.median(run["times"]) / median,
              "mean_s": statistics.mean(run["times"]), "mean_ratio": statistics.mean(run["times"]) / mean,
              "steps": len(run["times"])} for name, run in runs.items()]
     print(cpu_settings())
-    print("| method | median step (s) | vs QAT | mean step (s) | vs QAT |\n|---|---|---|---|---|")
+    print(f"| method | median step (s) | vs {first} | mean step (s) | vs {first} |\n|---|---|---|---|---|")
     for row in rows:
         print(f"| {row['method']} | {row['median_s']:.3f} | {row['ratio']:.2f}× | {row['mean_s']:.3f} | {row['mean_ratio']:.2f}× |")
     if args.json:
