@@ -6,8 +6,8 @@ any other axis) gives the mean ± std over seeds of test accuracy and macro-F1, 
 reference's test accuracy, the deployed INT8 accuracy and the training time; a second table
 compares each method with its baseline (the suite's `baseline`, or the method's own in `baselines`) on
 the seeds both have: the mean accuracy difference with its paired-bootstrap 95% interval, and
-McNemar's exact test of the pooled discordant pairs (ernie_qat.suite.paired). The dev-accuracy curves (mean over seeds, band from min to max) of each
-group are drawn to curves_<dataset>_<format>.png.
+McNemar's exact test of the pooled discordant pairs (ernie_qat.suite.paired). The dev-accuracy
+curves (mean over seeds, band from min to max) of each group are drawn to curves_<dataset>_<format>.png.
 """
 import csv
 import json
