@@ -2,12 +2,14 @@
 
     python experiments/step_time.py distill|sam|reference [--task mr] [--rounds 4] [--steps 5] [--json FILE]
 
-The toolkit's own step (`train_step`) on the task's real training batches (MR: 32 × up to 64
-tokens), from the FP32 checkpoint (also the teacher), as the experiments train them:
-  distill  W2A8 ternary weights: QAT, QAT + KD, QAT + TI with OI or MI active (configs/suites/mr_distill.yaml);
-  sam      W4A8 LSQ weights: QAT, QAT + SAM, SQuAT alternating every step (configs/suites/mr_sam.yaml);
-  reference  W2A8 KD as in our mode, then with batches padded to max_seq_len, then in the TI reference's
-           whole mode (configs/suites/rt_w2a8_reference.yaml): where its step cost comes from.
+The toolkit's own step (`train_step`) on the task's real training batches (MR: 32 × up to 64 tokens), each
+method configured as a cell of the suite that measures its accuracy (its first seed), so that the timing
+follows the suite when the suite changes:
+  distill  W2A8 ternary weights: QAT, QAT + KD, QAT + TI with OI or MI active (configs/suites/{task}_distill.yaml);
+  sam      W4A8 LSQ weights: QAT, QAT + SAM, SQuAT alternating every step (configs/suites/{task}_sam.yaml);
+  reference  W2A8 KD as in our mode (configs/suites/rt_w2a8.yaml), then with batches padded to max_seq_len,
+           then in the TI reference's whole mode (configs/suites/rt_w2a8_reference.yaml): where its step cost
+           comes from (--task rt).
 Methods alternate in rounds (after 2 warm-up steps each) so that a machine's drift hits all alike;
 the table gives each method's median and mean step and the ratios to the first (SQuAT's steps
 alternate between a SAM step and a plain one: its mean is the cost of a run).
@@ -21,29 +23,38 @@ import paddle
 from ernie_qat import cli
 from ernie_qat.atomic import write_json
 from ernie_qat.config import load_config
-from ernie_qat.data.batching import collate, encode, train_batches
+from ernie_qat.data.batching import batch_width, collate, encode, train_batches
 from ernie_qat.data.loader import LabelVocab
 from ernie_qat.data.sources import load_splits
 from ernie_qat.env import cpu_settings
+from ernie_qat.errors import UserError
 from ernie_qat.plugins import build_plugins
+from ernie_qat.suite.spec import cells, load_suite
 from ernie_qat.train.trainer import build_student, make_optimizer, train_step
 
-KD = ["distill.ground_truth_weight=0", "distill.attention_output_weight=1"]
-COMPARISONS = {  # name -> (overrides of every method, {method: its own overrides})
-    "distill": (["quant.weight_quantizer=ternary", "quant.weight_bits=2"], {
-        "QAT": [], "QAT + KD": KD,
-        "QAT + TI, OI active": KD + ["distill.intervention=scheduled", "distill.intervention_schedule=oi",
-                                     "distill.intervention_steps=1000000"],
-        "QAT + TI, MI active": KD + ["distill.intervention=scheduled", "distill.intervention_schedule=mi",
-                                     "distill.intervention_steps=1000000"]}),
-    "sam": (["quant.weight_quantizer=lsq", "quant.weight_bits=4"], {
-        "QAT": [], "QAT + SAM": ["optimizer.method=sam"], "SQuAT": ["optimizer.method=squat"]}),
-    "reference": (["quant.weight_quantizer=ternary", "quant.weight_bits=2", "quant.quantize_embeddings=false"] + KD, {
-        "KD": [], "KD, padded to max_seq_len": ["data.pad_to_max_seq_len=true"],
-        "KD, reference mode": ["data.pad_to_max_seq_len=true", "distill.loss_normalization=positions",
-                               "quant.scope=reference", "quant.weight_quantizer=ternary_clamped",
-                               "train.optimizer=bert_adam", "train.grad_clip=per_parameter"]}),
+OI_THROUGHOUT = ["distill.intervention_schedule=oi", "distill.intervention_steps=1000000"]
+MI_THROUGHOUT = ["distill.intervention_schedule=mi", "distill.intervention_steps=1000000"]
+COMPARISONS = {  # name -> [(method, suite file, its cell without the seed, overrides on top of the cell's)]
+    "distill": [("QAT", "{task}_distill", "w2a8-qat", []), ("QAT + KD", "{task}_distill", "w2a8-kd", []),
+                ("QAT + TI, OI active", "{task}_distill", "w2a8-ti", OI_THROUGHOUT),
+                ("QAT + TI, MI active", "{task}_distill", "w2a8-ti", MI_THROUGHOUT)],
+    "sam": [("QAT", "{task}_sam", "w4a8-qat", []), ("QAT + SAM", "{task}_sam", "w4a8-sam", []),
+            ("SQuAT", "{task}_sam", "w4a8-squat", [])],
+    "reference": [("KD", "{task}_w2a8", "kd", []),
+                  ("KD, padded to max_seq_len", "{task}_w2a8", "kd", ["data.pad_to_max_seq_len=true"]),
+                  ("KD, reference mode", "{task}_w2a8_reference", "kd", [])],
 }
+
+
+def cell_config(suite_name: str, cell_name: str, extra):
+    """The config of cell `cell_name` at the first seed of configs/suites/`suite_name`.yaml, `extra` overrides last."""
+    path = f"configs/suites/{suite_name}.yaml"
+    suite = load_suite(path)
+    first_seed = {cell.name.rsplit("-s", 1)[0]: cell for cell in cells(suite) if cell.seed == suite.seeds[0]}
+    if cell_name not in first_seed:
+        raise UserError(f"{path} has no cell {cell_name} (it has {', '.join(first_seed)})")
+    cell = first_seed[cell_name]
+    return load_config(cell.base, cell.overrides + extra)
 
 
 def main() -> None:
@@ -54,12 +65,9 @@ def main() -> None:
     parser.add_argument("--steps", type=cli.positive_int, default=5, help="timed steps per method and round")
     parser.add_argument("--json", metavar="FILE")
     args = parser.parse_args()
-    teacher = f"runs/{args.task}_minilm_fp32/checkpoints/best"
-    common, methods = COMPARISONS[args.comparison]
     runs = {}
-    for name, extra in methods.items():
-        distill = [f"distill.teacher={teacher}"] if any(o.startswith("distill.") for o in common + extra) else []
-        cfg = load_config(f"configs/{args.task}_minilm_qat.yaml", common + ["train.learning_rate=2e-5"] + distill + extra)
+    for name, suite_name, cell_name, extra in COMPARISONS[args.comparison]:
+        cfg = cell_config(suite_name.format(task=args.task), cell_name, extra)
         plugins = build_plugins(cfg)
         splits = load_splits(cfg.data, cfg.train.seed)
         labels = LabelVocab.from_examples(splits["train"])
@@ -67,9 +75,9 @@ def main() -> None:
         optimizer, _ = make_optimizer(model, cfg.train, 10_000, [g for p in plugins.all() for g in p.param_groups(model)])
         data = encode(splits["train"], tokenizer, cfg.data.max_seq_len, labels)
         order = train_batches([len(x.input_ids) for x in data], cfg.train.batch_size, cfg.data.bucket_batches, 0, 0)
-        width = cfg.data.max_seq_len if cfg.data.pad_to_max_seq_len else None  # else each batch's longest
-        batches = [{k: paddle.to_tensor(v) for k, v in collate([data[i] for i in indices], model.pad_token_id,
-                                                               width).items()}
+        batches = [{k: paddle.to_tensor(v) for k, v in
+                    collate([data[i] for i in indices], model.pad_token_id,
+                            batch_width(cfg.data, [len(data[i].input_ids) for i in indices])).items()}
                    for indices in order[:args.steps]]
         runs[name] = {"model": model, "optimizer": optimizer, "plugins": plugins, "batches": batches, "times": []}
     for run in runs.values():  # warm-up

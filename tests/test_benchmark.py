@@ -16,6 +16,7 @@ from ernie_qat.benchmark.footprint import MEMORY_KEYS, _peak_rss_mb
 from ernie_qat.benchmark.inference import (BenchmarkError, model_size_mb, random_inputs, random_texts,
                                            run_benchmark, synthetic_deploy_dirs, time_in_turns,
                                            time_predictor)
+from ernie_qat.benchmark.machine import cpu_summary
 from ernie_qat.deploy import Predictor
 
 ROW_KEYS = {"model", "engine", "threads", "batch", "seq_len", "p50_ms", "p90_ms", "p99_ms", "throughput",
@@ -179,3 +180,13 @@ def test_traffic_needs_one_model_per_split(tiny_dirs, tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "tools" / "benchmark.py"), "--traffic", "a.jsonl",
                              "--traffic", "b.jsonl", "--model", str(tiny_dirs["int8"])], capture_output=True, timeout=60)
     assert result.returncode == 2 and b"give one --model (and optionally one --fp32-model) per --traffic" in result.stderr
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["avx", "avx2", "fma"], "EPYC (AVX2)"),
+    (["avx2", "avx512f", "avx512_vnni"], "EPYC (AVX-512; avx512_vnni)"),
+    (["avx2", "avx512f", "amx_int8", "avx512_vnni"], "EPYC (AVX-512; amx_int8 avx512_vnni)"),
+    (["avx"], "EPYC (no AVX2)"),
+])
+def test_cpu_summary_names_the_vector_width_and_int8_instructions(flags, expected):
+    assert cpu_summary({"cpu": "EPYC", "cpu_flags": flags}) == expected

@@ -24,6 +24,7 @@ from scipy.stats import binomtest
 from conftest import ROOT, make_toy_task, one_error_line, run_here, trained
 from ernie_qat import faults
 from ernie_qat.atomic import folder_megabytes
+from ernie_qat.benchmark.machine import cpu_summary
 from ernie_qat.suite import run
 from ernie_qat.suite.paired import mcnemar, paired_bootstrap
 from ernie_qat.suite.report import steps_to_reach
@@ -152,6 +153,7 @@ def test_results_csv_and_report_come_from_the_cells(suite):
             assert float(row["int8_accuracy"]) == verification["verification"]["exported"]["accuracy"]
             assert float(row["int8_folder_mb"]) == round(folder_megabytes(out / name / "int8"), 2) > 0
             assert row["int8_reason"] == ""
+        assert row["cpu"] == results["cpu"] == cpu_summary()  # the CPU of the process that finished the cell
     assert rows["fp32-s1"]["steps"] == "48" and rows["ptq-s1"]["steps"] == ""
     # REPORT.md: McNemar on the predictions pooled over the seeds both methods have
     report = (out / "REPORT.md").read_text()
@@ -164,6 +166,8 @@ def test_results_csv_and_report_come_from_the_cells(suite):
     assert b + c > 0 and next(line for line in paired if line.startswith("| qat | fp32 | 1, 2 | ")).endswith(
         f"| {b} | {c} | {p:.3g} |")
     assert any(line.startswith("| ptq | fp32 | 1 | ") for line in paired)  # paired on seed 1 only
+    assert f"CPUs the cells finished on (a cell's speed, and at the last digits its accuracy, depend on it): " \
+           f"{cpu_summary()}: {len(CELLS)} cells." in report
     assert "Unfinished" not in report and "![dev accuracy, mean over seeds](curves_toy.png)" in report
     # steps to the baseline's final dev accuracy, per seed, from the cells' dev records
     curves = {name: {r["step"]: r["accuracy"] for r in records(out / name) if r["split"] == "dev"}

@@ -8,6 +8,7 @@ import os
 import platform
 from importlib import metadata
 from pathlib import Path
+from typing import Optional
 
 INT8_DOT_PRODUCT_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8"}  # CPUs where oneDNN has fast int8 kernels
 PACKAGES = ("paddlepaddle", "paddlenlp", "paddleslim", "onnxruntime", "paddle2onnx", "numpy")
@@ -39,3 +40,14 @@ def machine_info() -> dict:
 def int8_dot_product(machine: dict) -> str:
     """The CPU's int8 dot-product flags, space-separated ("" if it has none)."""
     return " ".join(sorted(INT8_DOT_PRODUCT_FLAGS & set(machine["cpu_flags"])))
+
+
+def cpu_summary(machine: Optional[dict] = None) -> str:
+    """The CPU model with its widest vector instructions and int8 dot-product flags, e.g. "AMD EPYC 7B13 (AVX2)" or
+    "Intel(R) Xeon(R) Processor (AVX-512; amx_int8 avx512_vnni)": what a result's speed and numerics depend on."""
+    machine = machine or machine_info()
+    flags = set(machine["cpu_flags"])
+    vector = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    int8 = int8_dot_product(machine)
+    return f"{machine['cpu']} ({vector}{'; ' + int8 if int8 else ''})"
+

@@ -100,6 +100,12 @@ def cut_patterns(special_tokens: str, max_word_chars: int) -> Tuple["re.Pattern"
             re.compile(f"([A-Za-z0-9]{{{max_word_chars + 1}}})[A-Za-z0-9]+"))
 
 
+def batch_width(data_cfg, lengths: Sequence[int]) -> int:
+    """Tokens a training batch is padded to: `data_cfg.max_seq_len` with `data_cfg.pad_to_max_seq_len` (the TI
+    reference's batches), else the longest of its examples' `lengths`."""
+    return data_cfg.max_seq_len if data_cfg.pad_to_max_seq_len else max(lengths)
+
+
 def collate(items: Sequence[Encoded], pad_token_id: int, width: Optional[int] = None) -> dict:
     """Pad a batch to `width` tokens, by default to its longest sequence.
 

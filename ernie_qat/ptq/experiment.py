@@ -25,6 +25,7 @@ import numpy as np
 import paddle
 
 from ernie_qat.atomic import append_jsonl, folder_identity, output_name, read_jsonl, write_json, writing
+from ernie_qat.benchmark.machine import cpu_summary
 from ernie_qat.config import Config, ConfigError, differences, flat_dict
 from ernie_qat.data.batching import collate, encode
 from ernie_qat.data.sources import load_splits
@@ -90,7 +91,7 @@ class PTQSession:
         return {"ptq": dataclasses.asdict(cfg.ptq), "checkpoint": str(output), "deployable": deployable(cfg.ptq),
                 **metrics, "fp32": self.fp32,
                 "retained": {name: 100.0 * metrics[name]["accuracy"] / self.fp32[name]["accuracy"] for name in metrics},
-                "seconds": round(time.time() - started, 1)}
+                "seconds": round(time.time() - started, 1), "cpu": cpu_summary()}
 
 
 def source_checkpoint(cfg: Config) -> Path:

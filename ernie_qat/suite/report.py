@@ -12,6 +12,7 @@ curves (mean over seeds, band from min to max) of each group are drawn to curves
 import csv
 import json
 import statistics
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -109,7 +110,7 @@ def fp32_accuracy(suite: Suite, cells: List[Cell]) -> Dict[str, float]:
 def write_results_csv(path: Path, suite: Suite, outcomes: List[Outcome], fp32: Dict[str, float]) -> None:
     columns = ["cell", *suite.axes, "seed", "tool", "status", "steps", "train_seconds", "dev_accuracy",
                "dev_macro_f1", "test_accuracy", "test_macro_f1", "pct_of_fp32", "int8_accuracy", "int8_agreement",
-               "int8_folder_mb", "int8_reason"]
+               "int8_folder_mb", "int8_reason", "cpu"]
     with atomic_file(path) as out:
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(columns)
@@ -127,7 +128,7 @@ def write_results_csv(path: Path, suite: Suite, outcomes: List[Outcome], fp32: D
                              100.0 * test["accuracy"] / reference if test and reference else "",
                              check["exported"]["accuracy"] if deployed else "",
                              check["agreement"] if deployed else "",
-                             o.int8_megabytes if deployed else "", reason])
+                             o.int8_megabytes if deployed else "", reason, r.get("cpu", "")])
 
 
 def write_report(path: Path, suite: Suite, outcomes: List[Outcome], fp32: Dict[str, float], command: str) -> None:
@@ -142,6 +143,10 @@ def write_report(path: Path, suite: Suite, outcomes: List[Outcome], fp32: Dict[s
     if unfinished:
         lines += [f"Unfinished cells ({len(unfinished)} of {len(outcomes)}): "
                   + ", ".join(f"`{o.cell.name}` ({o.status})" for o in unfinished) + ".", ""]
+    cpus = Counter((o.results or {}).get("cpu") or "not recorded" for o in outcomes if o.status == "finished")
+    if set(cpus) - {"not recorded"}:
+        lines += ["CPUs the cells finished on (a cell's speed, and at the last digits its accuracy, depend on it): "
+                  + "; ".join(f"{cpu}: {count} cell{'s' * (count > 1)}" for cpu, count in cpus.items()) + ".", ""]
     groups: Dict[Tuple[str, ...], List[Outcome]] = {}
     for o in outcomes:
         groups.setdefault(o.group, []).append(o)

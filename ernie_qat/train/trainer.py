@@ -38,8 +38,9 @@ from tqdm import tqdm
 
 from ernie_qat import faults
 from ernie_qat.atomic import append_jsonl, folder_identity, read_jsonl, write_json, write_jsonl
+from ernie_qat.benchmark.machine import cpu_summary
 from ernie_qat.config import Config, TrainConfig, differences, flat_dict, load_config
-from ernie_qat.data.batching import collate, encode, train_batches
+from ernie_qat.data.batching import batch_width, collate, encode, train_batches
 from ernie_qat.data.loader import Example, LabelVocab
 from ernie_qat.data.sources import load_splits
 from ernie_qat.env import cpu_settings
@@ -172,7 +173,7 @@ def fit(cfg: Config, plugins: Optional[Plugins] = None, resume: bool = False) ->
             for indices in train_batches(lengths, tc.batch_size, cfg.data.bucket_batches, tc.seed, epoch)[offset:]:
                 # batch: this rank's shard, padded as the whole batch is (batch statistics see the same tokens)
                 shard = topo.shard(indices)
-                width = cfg.data.max_seq_len if cfg.data.pad_to_max_seq_len else max(lengths[i] for i in indices)
+                width = batch_width(cfg.data, [lengths[i] for i in indices])
                 batch = {k: paddle.to_tensor(v) for k, v in
                          collate([data["train"][i] for i in shard.indices], model.pad_token_id, width).items()}
                 paddle.seed(topo.step_seed(tc.seed, step))  # dropout masks from (seed, rank, step) alone: exact resume
@@ -244,7 +245,7 @@ def fit(cfg: Config, plugins: Optional[Plugins] = None, resume: bool = False) ->
         best_model = load_checkpoint(best_dir)[0]
         results = {"best_step": state["best_step"], "steps": step, "train_seconds": round(state["train_seconds"], 1),
                    "wall_seconds_this_process": round(time.time() - wall_start, 1), "environment": cpu_settings(),
-                   "dev": evaluate(best_model, data["dev"], tc.eval_batch_size)}
+                   "cpu": cpu_summary(), "dev": evaluate(best_model, data["dev"], tc.eval_batch_size)}
         if "test" in data:
             results["test"] = evaluate(best_model, data["test"], tc.eval_batch_size)
         write_json(out / "results.json", results)
