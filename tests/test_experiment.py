@@ -166,6 +166,17 @@ def test_results_csv_and_report_come_from_the_cells(suite):
     assert b + c > 0 and next(line for line in paired if line.startswith("| qat | fp32 | 1, 2 | ")).endswith(
         f"| {b} | {c} | {p:.3g} |")
     assert any(line.startswith("| ptq | fp32 | 1 | ") for line in paired)  # paired on seed 1 only
+    # against the FP32 reference (fp32-s1's checkpoint): its predictions met by every seed's
+    against_fp32 = report[report.index("Each method against the FP32 reference"):].splitlines()
+    b = sum(int(np.sum(right["fp32-s1"] & ~right[f"qat-s{s}"])) for s in (1, 2))
+    c = sum(int(np.sum(right[f"qat-s{s}"] & ~right["fp32-s1"])) for s in (1, 2))
+    difference = 100 * (np.mean(right["qat-s1"]) + np.mean(right["qat-s2"])) / 2 - 100 * np.mean(right["fp32-s1"])
+    p = binomtest(b, b + c, 0.5).pvalue if b + c else 1.0
+    columns = next(line for line in against_fp32 if line.startswith("| qat | 1, 2 | ")).split(" | ")
+    assert columns[2] == f"{difference:+.2f}" and columns[4:] == [str(b), str(c), f"{p:.3g} |"]
+    assert any(line.startswith("| ptq | 1 | ") for line in against_fp32)
+    reference = json.loads((out / "fp32_toy.json").read_text())
+    assert reference["predicted"] == json.loads((out / "fp32-s1" / "test_predictions.json").read_text())["predicted"]
     assert f"CPUs the cells finished on (a cell's speed, and at the last digits its accuracy, depend on it): " \
            f"{cpu_summary()}: {len(CELLS)} cells." in report
     assert "Unfinished" not in report and "![dev accuracy, mean over seeds](curves_toy.png)" in report

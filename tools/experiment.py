@@ -31,7 +31,7 @@ def main() -> None:
                        help="rebuild results.csv and REPORT.md from what is on disk, run nothing")
     args = parser.parse_args()
     from ernie_qat.errors import UserError
-    from ernie_qat.suite.report import collect, fp32_accuracy, write_report, write_results_csv
+    from ernie_qat.suite.report import collect, fp32_references, write_report, write_results_csv
     from ernie_qat.suite.run import CellsFailed, run_cells
     from ernie_qat.suite.spec import cells, check_finished, load_suite, status
 
@@ -51,7 +51,7 @@ def main() -> None:
     command = shlex.join([os.path.basename(sys.executable), *sys.argv])
     failed = [] if args.report_only else run_cells(chosen, command)
     outcomes = collect(every)
-    fp32 = fp32_accuracy(suite, every)
+    fp32 = fp32_references(suite, every)
     write_results_csv(suite.output_dir / "results.csv", suite, outcomes, fp32)
     write_report(suite.output_dir / "REPORT.md", suite, outcomes, fp32, command)
     print(f"wrote {suite.output_dir / 'results.csv'} and {suite.output_dir / 'REPORT.md'} "

@@ -6,8 +6,9 @@ any other axis) gives the mean ± std over seeds of test accuracy and macro-F1, 
 reference's test accuracy, the deployed INT8 accuracy and the training time; a second table
 compares each method with its baseline (the suite's `baseline`, or the method's own in `baselines`) on
 the seeds both have: the mean accuracy difference with its paired-bootstrap 95% interval, and
-McNemar's exact test of the pooled discordant pairs (ernie_qat.suite.paired). The dev-accuracy
-curves (mean over seeds, band from min to max) of each group are drawn to curves_<dataset>_<format>.png.
+McNemar's exact test of the pooled discordant pairs (ernie_qat.suite.paired); a third, each method against
+the FP32 reference's predictions the same way. The dev-accuracy curves (mean over seeds, band from min to
+max) of each group are drawn to curves_<dataset>_<format>.png.
 """
 import csv
 import json
@@ -22,7 +23,7 @@ import numpy as np
 from ernie_qat.atomic import atomic_file, folder_identity, folder_megabytes, read_jsonl, write_json, write_text
 from ernie_qat.plots import pyplot, write_png
 from ernie_qat.suite.paired import BOOTSTRAP_SEED, RESAMPLES, mcnemar, paired_bootstrap
-from ernie_qat.suite.run import INT8, INT8_REPORT, PREDICTIONS, duration, tested_on
+from ernie_qat.suite.run import INT8, INT8_REPORT, PREDICTIONS, duration, test_predictions, tested_on
 from ernie_qat.suite.spec import Cell, Suite, status
 
 GROUP_AXES = ("dataset", "format")  # a section of the report each
@@ -75,39 +76,41 @@ def collect(cells: List[Cell]) -> List[Outcome]:
     return found
 
 
-def fp32_accuracy(suite: Suite, cells: List[Cell]) -> Dict[str, float]:
-    """{dataset value: test accuracy of its FP32 reference}: from the run's results.json beside the checkpoint
-    (RUN/checkpoints/best -> RUN/results.json), else evaluated on the cells' test data once and kept in
-    output_dir/fp32_<dataset>.json (fp32.json without a dataset axis). A suite with records keeps the accuracy
-    there too (records/fp32_<dataset>.json), for when the checkpoint is gone. References found nowhere are
-    left out."""
+def fp32_references(suite: Suite, cells: List[Cell]) -> Dict[str, dict]:
+    """{dataset value: its FP32 reference's {"checkpoint", "test" (metrics), "predicted", "gold"}} on the cells' test
+    data. The metrics come from the run's results.json beside the checkpoint (RUN/checkpoints/best ->
+    RUN/results.json), else from evaluating it; the predictions from the checkpoint. Both are kept in
+    output_dir/fp32_<dataset>.json (fp32.json without a dataset axis) while the checkpoint is unchanged, and in
+    the suite's records (records/fp32_<dataset>.json), for when the checkpoint is gone. A reference found nowhere
+    is left out; one recorded before records kept predictions has none."""
     found = {}
     for dataset, checkpoint in suite.fp32.items():
         folder = Path(checkpoint)
         name = f"fp32{'_' * bool(dataset)}{dataset}.json"
-        run = _json(folder.parent.parent / "results.json") if folder.parent.name == "checkpoints" else None
-        if run and "test" in run:
-            test = run["test"]
-        elif folder.is_dir():
+        recorded = _json(suite.records / name) if suite.records else None
+        reference = recorded
+        if folder.is_dir():
             kept = _json(suite.output_dir / name)
-            if not kept or kept["identity"] != folder_identity(folder):
-                from ernie_qat.train.evaluate import evaluate_checkpoint
+            if not kept or kept["identity"] != folder_identity(folder) or "predicted" not in kept:
                 cfg = next(cell.cfg for cell in cells if cell.dataset == dataset)
-                kept = {"checkpoint": str(folder), "identity": folder_identity(folder),
-                        "test": evaluate_checkpoint(folder, cfg, tested_on(cfg))[tested_on(cfg)]}
+                run = _json(folder.parent.parent / "results.json") if folder.parent.name == "checkpoints" else None
+                if run and "test" in run:
+                    test = run["test"]
+                else:
+                    from ernie_qat.train.evaluate import evaluate_checkpoint
+                    test = evaluate_checkpoint(folder, cfg, tested_on(cfg))[tested_on(cfg)]
+                kept = {"identity": folder_identity(folder), "test": test,
+                        **test_predictions(folder, tested_on(cfg)), "checkpoint": checkpoint}
                 write_json(suite.output_dir / name, kept)
-            test = kept["test"]
-        else:
-            test = None
-        recorded = (_json(suite.records / name) or {}).get("test") if suite.records else None
-        if test and suite.records and test != recorded:
-            write_json(suite.records / name, {"checkpoint": checkpoint, "test": test})
-        if test or recorded:
-            found[dataset] = (test or recorded)["accuracy"]
+            reference = {key: value for key, value in kept.items() if key != "identity"}
+            if suite.records and reference != recorded:
+                write_json(suite.records / name, reference)
+        if reference:
+            found[dataset] = reference
     return found
 
 
-def write_results_csv(path: Path, suite: Suite, outcomes: List[Outcome], fp32: Dict[str, float]) -> None:
+def write_results_csv(path: Path, suite: Suite, outcomes: List[Outcome], fp32: Dict[str, dict]) -> None:
     columns = ["cell", *suite.axes, "seed", "tool", "status", "steps", "train_seconds", "dev_accuracy",
                "dev_macro_f1", "test_accuracy", "test_macro_f1", "pct_of_fp32", "int8_accuracy", "int8_agreement",
                "int8_folder_mb", "int8_reason", "cpu"]
@@ -117,7 +120,7 @@ def write_results_csv(path: Path, suite: Suite, outcomes: List[Outcome], fp32: D
         for o in outcomes:
             r = o.results or {}
             test, dev = r.get("test", {}), r.get("dev", {})
-            reference = fp32.get(o.cell.dataset)
+            reference = fp32[o.cell.dataset]["test"]["accuracy"] if o.cell.dataset in fp32 else None
             check = (o.int8 or {}).get("verification") or {}
             deployed = bool(o.int8 and o.int8["deployed"])
             reason = "" if not r or deployed else o.int8["reason"] if o.int8 else "not exported yet"
@@ -131,7 +134,7 @@ def write_results_csv(path: Path, suite: Suite, outcomes: List[Outcome], fp32: D
                              o.int8_megabytes if deployed else "", reason, r.get("cpu", "")])
 
 
-def write_report(path: Path, suite: Suite, outcomes: List[Outcome], fp32: Dict[str, float], command: str) -> None:
+def write_report(path: Path, suite: Suite, outcomes: List[Outcome], fp32: Dict[str, dict], command: str) -> None:
     """REPORT.md, and a curves PNG per group beside it."""
     bases = list(dict.fromkeys([suite.base] + [o.cell.base for o in outcomes]))  # the suite's, then values' own
     lines = [f"# Suite {suite.output_dir}", "",
@@ -153,8 +156,10 @@ def write_report(path: Path, suite: Suite, outcomes: List[Outcome], fp32: Dict[s
     for group, members in groups.items():
         title = " ".join(value for value in group if value)
         lines += [f"## {title or 'Results'}", ""]
-        if group[0] in fp32:
-            lines += [f"FP32 reference (`{suite.fp32[group[0]]}`): test accuracy {fp32[group[0]]:.2f}.", ""]
+        reference = fp32.get(group[0])
+        if reference:
+            lines += [f"FP32 reference (`{suite.fp32[group[0]]}`): test accuracy {reference['test']['accuracy']:.2f}.",
+                      ""]
         elif group[0] in suite.fp32:
             lines += [f"FP32 reference `{suite.fp32[group[0]]}`: no such checkpoint (yet).", ""]
         rows: Dict[Tuple[str, ...], List[Outcome]] = {}
@@ -164,8 +169,9 @@ def write_report(path: Path, suite: Suite, outcomes: List[Outcome], fp32: Dict[s
         if not rows:
             lines += ["No finished cells yet.", ""]
             continue
-        lines += _summary_table(rows, fp32.get(group[0]))
+        lines += _summary_table(rows, reference["test"]["accuracy"] if reference else None)
         lines += _paired_table(suite, rows)
+        lines += _fp32_paired_table(rows, reference)
         lines += _convergence_table(suite, rows)
         png = "curves" + "".join(f"_{value}" for value in group if value) + ".png"
         if plot_curves(path.parent / png, title, rows):
@@ -210,12 +216,8 @@ def _paired_table(suite: Suite, rows: Dict[Tuple[str, ...], List[Outcome]]) -> L
         elif any(b.predictions["gold"] != m.predictions["gold"] for b, m in pairs):
             lines.append(f"{against} {seeds} | tested on other examples than the baseline | | | | |")
         else:
-            baseline_right = np.array([_correct(b) for b, _ in pairs])
-            method_right = np.array([_correct(m) for _, m in pairs])
-            test = mcnemar(baseline_right, method_right)
-            difference = paired_bootstrap(baseline_right, method_right)
-            lines.append(f"{against} {seeds} | {difference.mean:+.2f} | [{difference.low:+.2f}, "
-                         f"{difference.high:+.2f}] | {test.b} | {test.c} | {test.p:.3g} |")
+            lines.append(f"{against} {seeds} | "
+                         + _paired_columns([_correct(b) for b, _ in pairs], [_correct(m) for _, m in pairs]))
     if not lines:
         return []
     return ["Each method against its baseline, paired by seed and test example (b: the baseline right and the "
@@ -224,6 +226,34 @@ def _paired_table(suite: Suite, rows: Dict[Tuple[str, ...], List[Outcome]]) -> L
             f"test examples, seed {BOOTSTRAP_SEED}):", "",
             "| method | baseline | seeds paired | accuracy difference (points) | 95% interval | b | c | McNemar p |",
             "|---|---|---|---|---|---|---|---|", *lines, ""]
+
+
+def _fp32_paired_table(rows: Dict[Tuple[str, ...], List[Outcome]], reference: Optional[dict]) -> List[str]:
+    """Each method against the FP32 reference, by test example: one model, so each seed meets the same predictions."""
+    if not (reference and "predicted" in reference):
+        return []
+    right = np.array(reference["predicted"]) == np.array(reference["gold"])
+    lines = []
+    for key, cells in rows.items():
+        paired = [o for o in cells if o.predictions and o.predictions["gold"] == reference["gold"]]
+        if paired:
+            lines.append(f"| {_label(key)} | {', '.join(str(o.cell.seed) for o in paired)} | "
+                         + _paired_columns([right] * len(paired), [_correct(o) for o in paired]))
+    if not lines:
+        return []
+    return ["Each method against the FP32 reference, paired by test example (the same FP32 predictions for every "
+            "seed; b, c, p and the interval as above):", "",
+            "| method | seeds | accuracy difference (points) | 95% interval | b | c | McNemar p |",
+            "|---|---|---|---|---|---|---|", *lines, ""]
+
+
+def _paired_columns(baseline_right: List[np.ndarray], method_right: List[np.ndarray]) -> str:
+    """The difference, its interval, b, c and p table cells of a method against a baseline, right/wrong per test
+    example, one array per seed, pooled."""
+    test = mcnemar(np.array(baseline_right), np.array(method_right))
+    difference = paired_bootstrap(np.array(baseline_right), np.array(method_right))
+    return (f"{difference.mean:+.2f} | [{difference.low:+.2f}, {difference.high:+.2f}] | {test.b} | {test.c} | "
+            f"{test.p:.3g} |")
 
 
 def _with_baselines(suite: Suite, rows: Dict[Tuple[str, ...], List[Outcome]]):

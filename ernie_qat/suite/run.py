@@ -127,18 +127,23 @@ def tested_on(cfg: Config) -> str:
 def save_predictions(cell: Cell) -> None:
     """Predict the test split with the cell's checkpoint; write PREDICTIONS (skipped if it exists)."""
     path = cell.folder / PREDICTIONS
-    if path.exists():
-        return
+    if not path.exists():
+        write_json(path, test_predictions(cell.checkpoint))
+
+
+def test_predictions(checkpoint: Path, data: Optional[str] = None) -> dict:
+    """{"checkpoint", "labels", "predicted", "gold"}: label ids of `data` (default: the checkpoint's config's test
+    split, `tested_on`), in file order, as the checkpoint predicts them and as the file gives them."""
     from ernie_qat.data.batching import encode
     from ernie_qat.data.loader import read_examples
     from ernie_qat.data.sources import data_file
     from ernie_qat.train.checkpoint import load_checkpoint
     from ernie_qat.train.evaluate import predict_logits
-    model, tokenizer, labels, cfg = load_checkpoint(cell.checkpoint)
-    items = encode(read_examples(data_file(tested_on(cfg))), tokenizer, cfg.data.max_seq_len, labels)
+    model, tokenizer, labels, cfg = load_checkpoint(checkpoint)
+    items = encode(read_examples(data_file(data or tested_on(cfg))), tokenizer, cfg.data.max_seq_len, labels)
     predicted = predict_logits(model, items, cfg.train.eval_batch_size).argmax(axis=1)
-    write_json(path, {"checkpoint": str(cell.checkpoint), "labels": labels.labels,
-                      "predicted": predicted.tolist(), "gold": [item.label for item in items]})
+    return {"checkpoint": str(checkpoint), "labels": labels.labels, "predicted": predicted.tolist(),
+            "gold": [item.label for item in items]}
 
 
 def exported(cell: Cell) -> Optional[dict]:
