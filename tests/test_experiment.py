@@ -177,8 +177,8 @@ def test_results_csv_and_report_come_from_the_cells(suite):
     assert any(line.startswith("| ptq | 1 | ") for line in against_fp32)
     reference = json.loads((out / "fp32_toy.json").read_text())
     assert reference["predicted"] == json.loads((out / "fp32-s1" / "test_predictions.json").read_text())["predicted"]
-    assert f"CPUs the cells finished on (a cell's speed, and at the last digits its accuracy, depend on it): " \
-           f"{cpu_summary()}: {len(CELLS)} cells." in report
+    assert "CPUs the cells finished on (speeds depend on it, and a quantized cell does not repeat exactly on " \
+           f"another): {cpu_summary()}: {len(CELLS)} cells." in report
     assert "Unfinished" not in report and "![dev accuracy, mean over seeds](curves_toy.png)" in report
     # steps to the baseline's final dev accuracy, per seed, from the cells' dev records
     curves = {name: {r["step"]: r["accuracy"] for r in records(out / name) if r["split"] == "dev"}

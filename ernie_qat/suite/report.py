@@ -148,8 +148,9 @@ def write_report(path: Path, suite: Suite, outcomes: List[Outcome], fp32: Dict[s
                   + ", ".join(f"`{o.cell.name}` ({o.status})" for o in unfinished) + ".", ""]
     cpus = Counter((o.results or {}).get("cpu") or "not recorded" for o in outcomes if o.status == "finished")
     if set(cpus) - {"not recorded"}:
-        lines += ["CPUs the cells finished on (a cell's speed, and at the last digits its accuracy, depend on it): "
-                  + "; ".join(f"{cpu}: {count} cell{'s' * (count > 1)}" for cpu, count in cpus.items()) + ".", ""]
+        counts = "; ".join(f"{cpu}: {count} cell{'s' * (count > 1)}" for cpu, count in cpus.items())
+        lines += ["CPUs the cells finished on (speeds depend on it, and a quantized cell does not repeat exactly on "
+                  f"another): {counts}.", ""]
     groups: Dict[Tuple[str, ...], List[Outcome]] = {}
     for o in outcomes:
         groups.setdefault(o.group, []).append(o)
