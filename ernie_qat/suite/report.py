@@ -90,8 +90,8 @@ def fp32_references(suite: Suite, cells: List[Cell]) -> Dict[str, dict]:
         recorded = _json(suite.records / name) if suite.records else None
         reference = recorded
         if folder.is_dir():
-            kept = _json(suite.output_dir / name)
-            if not kept or kept["identity"] != folder_identity(folder) or "predicted" not in kept:
+            kept, identity = _json(suite.output_dir / name), folder_identity(folder)
+            if not kept or kept["identity"] != identity or "predicted" not in kept:
                 cfg = next(cell.cfg for cell in cells if cell.dataset == dataset)
                 run = _json(folder.parent.parent / "results.json") if folder.parent.name == "checkpoints" else None
                 if run and "test" in run:
@@ -99,7 +99,7 @@ def fp32_references(suite: Suite, cells: List[Cell]) -> Dict[str, dict]:
                 else:
                     from ernie_qat.train.evaluate import evaluate_checkpoint
                     test = evaluate_checkpoint(folder, cfg, tested_on(cfg))[tested_on(cfg)]
-                kept = {"identity": folder_identity(folder), "test": test,
+                kept = {"identity": identity, "test": test,
                         **test_predictions(folder, tested_on(cfg)), "checkpoint": checkpoint}
                 write_json(suite.output_dir / name, kept)
             reference = {key: value for key, value in kept.items() if key != "identity"}
@@ -217,8 +217,9 @@ def _paired_table(suite: Suite, rows: Dict[Tuple[str, ...], List[Outcome]]) -> L
         elif any(b.predictions["gold"] != m.predictions["gold"] for b, m in pairs):
             lines.append(f"{against} {seeds} | tested on other examples than the baseline | | | | |")
         else:
-            lines.append(f"{against} {seeds} | "
-                         + _paired_columns([_correct(b) for b, _ in pairs], [_correct(m) for _, m in pairs]))
+            columns = _paired_columns([_correct(b.predictions) for b, _ in pairs],
+                                      [_correct(m.predictions) for _, m in pairs])
+            lines.append(f"{against} {seeds} | {columns}")
     if not lines:
         return []
     return ["Each method against its baseline, paired by seed and test example (b: the baseline right and the "
@@ -233,13 +234,13 @@ def _fp32_paired_table(rows: Dict[Tuple[str, ...], List[Outcome]], reference: Op
     """Each method against the FP32 reference, by test example: one model, so each seed meets the same predictions."""
     if not (reference and "predicted" in reference):
         return []
-    right = np.array(reference["predicted"]) == np.array(reference["gold"])
+    right = _correct(reference)
     lines = []
     for key, cells in rows.items():
         paired = [o for o in cells if o.predictions and o.predictions["gold"] == reference["gold"]]
         if paired:
             lines.append(f"| {_label(key)} | {', '.join(str(o.cell.seed) for o in paired)} | "
-                         + _paired_columns([right] * len(paired), [_correct(o) for o in paired]))
+                         + _paired_columns([right] * len(paired), [_correct(o.predictions) for o in paired]))
     if not lines:
         return []
     return ["Each method against the FP32 reference, paired by test example (the same FP32 predictions for every "
@@ -317,8 +318,9 @@ def plot_curves(path: Path, title: str, rows: Dict[Tuple[str, ...], List[Outcome
     return True
 
 
-def _correct(o: Outcome) -> np.ndarray:
-    return np.array(o.predictions["predicted"]) == np.array(o.predictions["gold"])
+def _correct(predictions: dict) -> np.ndarray:
+    """Whether each test example was predicted right, from a {"predicted", "gold"} record: bool [examples]."""
+    return np.array(predictions["predicted"]) == np.array(predictions["gold"])
 
 
 def _label(key: Tuple[str, ...]) -> str:
