@@ -10,10 +10,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 
-cells() {  # SUITE PATTERN...: run these cells of configs/suites/SUITE.yaml
-  local suite=$1
+cells() {  # SUITE PATTERN...: run these cells of configs/suites/SUITE.yaml, in this order
+  local suite=$1 only=()
   shift
-  for pattern in "$@"; do $PY tools/experiment.py --suite "configs/suites/$suite.yaml" --only "$pattern"; done
+  for pattern in "$@"; do only+=(--only "$pattern"); done
+  $PY tools/experiment.py --suite "configs/suites/$suite.yaml" "${only[@]}"
 }
 
 $PY tools/fetch.py minilm rt

@@ -347,8 +347,10 @@ def test_a_value_may_name_its_own_base_config(tmp_path, monkeypatch, capsys):
         "qat-s1": (str(qat), "train", "qat"), "qat-s2": (str(qat), "train", "qat"),
         "fp32-s1": (fp32, "train", "none"), "fp32-s2": (fp32, "train", "none"), "ptq-s1": (fp32, "ptq", "none")}
     assert run.tool_command(found["fp32-s1"])[2:4] == ["--config", fp32]
-    code, out, err = run_here("experiment.py", monkeypatch, capsys, "--suite", path, "--dry-run", "--only", "*-s1")
+    code, out, err = run_here("experiment.py", monkeypatch, capsys, "--suite", path, "--dry-run",
+                              "--only", "ptq-s1", "--only", "*-s1")
     assert code == 0, err
+    assert [line.split()[1] for line in out.splitlines()[1:]] == ["ptq-s1", "qat-s1", "fp32-s1"]  # --only's order
     assert f"fp32-s1 (train, not started): --config {fp32} -o train.output_dir=" in out
     assert f"qat-s1 (train, not started): --config {qat} -o train.output_dir=" in out
     # the finished check compares a cell's saved config with the one its own base gives

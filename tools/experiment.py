@@ -23,8 +23,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--suite", required=True, help="the suite file (YAML; docs/experiments.md)")
     parser.add_argument("--only", action="append", metavar="PATTERN",
-                        help="run only the cells whose name matches (fnmatch, e.g. '*-s42'; repeatable); "
-                             "the report still covers every cell")
+                        help="run only the cells whose name matches (fnmatch, e.g. '*-s42'; repeatable: the cells run "
+                             "in the patterns' order); the report still covers every cell")
     modes = parser.add_mutually_exclusive_group()
     modes.add_argument("--dry-run", action="store_true", help="print the cells and their overrides, run nothing")
     modes.add_argument("--report-only", action="store_true",
@@ -37,7 +37,9 @@ def main() -> None:
 
     suite = load_suite(args.suite)
     every = cells(suite)
-    chosen = [c for c in every if not args.only or any(fnmatch.fnmatchcase(c.name, p) for p in args.only)]
+    chosen = every
+    if args.only:  # in the patterns' order, each cell once
+        chosen = list({c.name: c for p in args.only for c in every if fnmatch.fnmatchcase(c.name, p)}.values())
     if not chosen:
         raise UserError(f"--only {' '.join(args.only)} matches no cell of {args.suite}: "
                         f"{', '.join(c.name for c in every)}")
