@@ -254,16 +254,17 @@ def test_dry_run_and_report_only(suite, monkeypatch, capsys):
 
 
 def test_a_method_is_paired_with_its_own_baseline(suite, monkeypatch, capsys):
-    """`baselines: {ptq: qat}`: PTQ is compared with QAT (seed 1, the one PTQ has), the others with `baseline`."""
+    """`baselines: {ptq: [qat, fp32]}`: PTQ is compared with QAT (seed 1, the one PTQ has) and then FP32, the others
+    with `baseline`."""
     own = suite["task"]["dir"] / "own_baseline.yaml"
-    own.write_text(suite_text(suite["task"], suite["out"], baselines={"ptq": "qat"}))
+    own.write_text(suite_text(suite["task"], suite["out"], baselines={"ptq": ["qat", "fp32"]}))
     code, out, err = run_here("experiment.py", monkeypatch, capsys, "--suite", own, "--report-only")
     assert code == 0, err
     right = {name: np.equal(*(json.loads((suite["out"] / name / "test_predictions.json").read_text())[key]
                               for key in ("predicted", "gold"))) for name in ("qat-s1", "ptq-s1")}
     b, c = int(np.sum(right["qat-s1"] & ~right["ptq-s1"])), int(np.sum(right["ptq-s1"] & ~right["qat-s1"]))
     paired = (suite["out"] / "REPORT.md").read_text().split("| McNemar p |")[1].splitlines()
-    assert next(line for line in paired if line.startswith("| ptq | ")).startswith("| ptq | qat | 1 | ")
+    assert [line.split(" | ")[1:3] for line in paired if line.startswith("| ptq | ")] == [["qat", "1"], ["fp32", "1"]]
     assert next(line for line in paired if line.startswith("| ptq | ")).endswith(
         f"| {b} | {c} | {binomtest(b, b + c, 0.5).pvalue if b + c else 1.0:.3g} |")
     assert any(line.startswith("| qat | fp32 | 1, 2 | ") for line in paired)
@@ -313,7 +314,10 @@ def test_records_outlive_the_cell_folders(suite, monkeypatch):
                            "`qat`?"),
     ({"baselines": {"ptq": "qta"}}, "`baselines.ptq: qta` is not a value of the `method` axis (fp32, qat, ptq); "
                                     "did you mean `qat`?"),
-    ({"baselines": {"qat": "qat"}}, "`baselines.qat`: a method is not its own baseline"),
+    ({"baselines": {"qat": "qat"}}, "`baselines.qat`: expected one or more methods other than `qat`, got ['qat']"),
+    ({"baselines": {"qat": ["ptq", "qat"]}}, "`baselines.qat`: expected one or more methods other than `qat`, got "
+                                             "['ptq', 'qat']"),
+    ({"baselines": {"qat": ["ptq", "qta"]}}, "`baselines.qat: qta` is not a value of the `method` axis"),
     ({"overrides": ["train.seed=3"]}, "`overrides`: `train.seed` is set by the suite for each cell"),
     ({"axes": {"method": {"a-b": []}}}, "`axes.method.a-b`: value names are"),
     ({"axes": {"method": {"a": "quant.method=qat"}}}, "`axes.method.a`: expected a list of `section.key=value`"),

@@ -259,13 +259,12 @@ def _paired_columns(baseline_right: List[np.ndarray], method_right: List[np.ndar
 
 
 def _with_baselines(suite: Suite, rows: Dict[Tuple[str, ...], List[Outcome]]):
-    """(row key, its cells, its baseline's row key) of each row whose method has a baseline."""
+    """(row key, its cells, a baseline's row key) of each row and each of its method's baselines."""
     if not (suite.baseline or suite.baselines):
         return
     position = [axis for axis in suite.axes if axis not in GROUP_AXES].index("method")
     for key, cells in rows.items():
-        baseline = suite.baseline_of(key[position])
-        if baseline:
+        for baseline in suite.baselines_of(key[position]):
             yield key, cells, key[:position] + (baseline,) + key[position + 1:]
 
 

@@ -5,7 +5,7 @@
     seeds: [42, 43, 44]                    # train.seed of each cell
     overrides: []                          # -o overrides of every cell (optional)
     baseline: qat                          # the `method` value the others are compared with (optional)
-    baselines: {lsq_squat: lsq}            # a method's own baseline, where it is not `baseline` (optional)
+    baselines: {lsq_squat: lsq, sam: [qat, squat]}  # a method's own baseline(s), where not `baseline` (optional)
     fp32: {rt: runs/rt_minilm_fp32/checkpoints/best}   # per `dataset` value, or one path: "% of FP32"
     records: docs/suites/rt_w8a8/cells     # each finished cell's small files are kept here (optional)
     axes:                                  # name -> {value: [overrides]} or {value: {tool:, base:, overrides:}}
@@ -66,14 +66,14 @@ class Suite:
     seeds: List[int]
     overrides: List[str] = field(default_factory=list)
     baseline: str = ""
-    baselines: Dict[str, str] = field(default_factory=dict)  # method -> its own baseline, where not `baseline`
+    baselines: Dict[str, List[str]] = field(default_factory=dict)  # method -> its own baselines, where not `baseline`
     fp32: Dict[str, str] = field(default_factory=dict)  # dataset value ("" without a dataset axis) -> checkpoint
     records: Optional[Path] = None  # where finished cells' records are kept
     axes: Dict[str, Dict[str, AxisValue]] = field(default_factory=dict)
 
-    def baseline_of(self, method: str) -> str:
-        """The `method` value `method` is compared with ("" = none)."""
-        return self.baselines.get(method, self.baseline)
+    def baselines_of(self, method: str) -> List[str]:
+        """The `method` values `method` is compared with, in order (none: [])."""
+        return self.baselines.get(method, [self.baseline] if self.baseline else [])
 
 
 @dataclass
@@ -139,12 +139,15 @@ def load_suite(path) -> Suite:
         suite.baseline = _method(data["baseline"], "baseline", methods, path)
     baselines = data.get("baselines") or {}
     if not isinstance(baselines, dict):
-        raise SuiteError(f"{path}: `baselines`: expected a mapping method -> its baseline, got {baselines!r}")
-    for method, baseline in baselines.items():
+        raise SuiteError(f"{path}: `baselines`: expected a mapping method -> its baseline or a list of them, "
+                         f"got {baselines!r}")
+    for method, named in baselines.items():
         _method(method, "baselines", methods, path)
-        suite.baselines[method] = _method(baseline, f"baselines.{method}", methods, path)
-        if baseline == method:
-            raise SuiteError(f"{path}: `baselines.{method}`: a method is not its own baseline")
+        named = named if isinstance(named, list) else [named]
+        suite.baselines[method] = [_method(b, f"baselines.{method}", methods, path) for b in named]
+        if method in named or not named:
+            raise SuiteError(f"{path}: `baselines.{method}`: expected one or more methods other than `{method}`, "
+                             f"got {named!r}")
     suite.fp32 = _fp32(data.get("fp32"), list(axes.get("dataset", {"": None})), "dataset" in axes, path)
     if data.get("records") is not None:
         suite.records = Path(_text(data["records"], "records", path))
