@@ -393,7 +393,7 @@ def test_every_suite_in_configs_loads_and_checks_its_cells(suite_file, monkeypat
 
 
 @pytest.mark.parametrize("recipe, suite_file, method", [("rt_minilm_w2a8_ti", "rt_w2a8", "ti"),
-                                                         ("rt_minilm_w4a8_squat", "rt_w4a8", "squat")])
+                                                         ("rt_minilm_w4a8_sam", "rt_w4a8", "sam")])
 def test_a_shipped_recipe_is_the_suite_cell_it_was_measured_as(recipe, suite_file, method, monkeypatch):
     # a recipe's comment quotes its suite's numbers: it must train what those cells trained
     from ernie_qat.config import flat_dict, load_config
