@@ -34,10 +34,10 @@ cells rt_w8a8 ptq_absmax-s42
 # TI over KD in the reference's mode (our mode's three seeds of each were measured, without records)
 cells rt_w2a8_reference kd-s42 ti-s42 kd-s43 ti-s43 kd-s44 ti-s44
 # the other methods, one seed each, paired with recorded baselines (W4A8: TI against KD, KD and SAM against LSQ
-# QAT; W2A8: LSQ against TWN QAT, SQuAT against LSQ, SAM against QAT)
+# QAT and SQuAT; W2A8: LSQ against TWN QAT, SQuAT against LSQ, SAM against QAT), with W4A8 SAM's other seeds
+# between them (they made SAM the shipped W4A8 recipe: +0.55 over SQuAT over 3 seeds, p = 0.022); then W4A8 KD's
+# other seeds (seed 42: +1.27 over LSQ QAT, p = 0.005; +0.42 over SQuAT, p = 0.39)
 cells rt_w4a8 kd-s42 ti-s42 sam-s42
-# W4A8 SAM's other seeds first (they made SAM the shipped W4A8 recipe: +0.55 over SQuAT over 3 seeds, p = 0.022),
-# then KD's (seed 42: +1.27 over LSQ QAT, p = 0.005; +0.42 over SQuAT, p = 0.39)
 cells rt_w2a8 lsq-s42
 cells rt_w4a8 sam-s43 sam-s44
 cells rt_w2a8 lsq_squat-s42 sam-s42
