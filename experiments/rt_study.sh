@@ -36,16 +36,17 @@ cells rt_w2a8_reference kd-s42 ti-s42 kd-s43 ti-s43 kd-s44 ti-s44
 # the other methods, one seed each, paired with recorded baselines (W4A8: TI against KD, KD and SAM against LSQ
 # QAT and SQuAT; W2A8: LSQ against TWN QAT, SQuAT against LSQ, SAM against QAT), with W4A8 SAM's other seeds
 # between them (they made SAM the shipped W4A8 recipe: +0.55 over SQuAT over 3 seeds, p = 0.022); then W4A8 KD's
-# other seeds (seed 42: +1.27 over LSQ QAT, p = 0.005; +0.42 over SQuAT, p = 0.39)
+# other seeds at the end of the queue (seed 42: +1.27 over LSQ QAT, p = 0.005; +0.42 over SQuAT, p = 0.39: unlikely
+# to change the recipe)
 cells rt_w4a8 kd-s42 ti-s42 sam-s42
 cells rt_w2a8 lsq-s42
 cells rt_w4a8 sam-s43 sam-s44
 cells rt_w2a8 lsq_squat-s42 sam-s42
-cells rt_w4a8 kd-s43 kd-s44
-# W2A8 in our mode, recorded (the first runs of KD and TI kept no predictions to pair new cells with), then TI + SAM
-# against TI and the remaining seeds
-cells rt_w2a8 kd-s42 kd-s43 kd-s44 ti-s42 ti-s43 ti-s44 ti_sam-s42 kd_gt-s43 kd_gt-s44 qat-s43 qat-s44
+# W2A8 in our mode, recorded (the first runs of KD and TI kept no predictions to pair new cells with), KD and TI
+# seed by seed so that every pair finished can be tested, TI + SAM against TI, then the remaining seeds
+cells rt_w2a8 kd-s42 ti-s42 kd-s43 ti-s43 ti_sam-s42 kd-s44 ti-s44 kd_gt-s43 kd_gt-s44 qat-s43 qat-s44
 # the reference mode's other W2A8 methods (about 50 minutes a cell)
 cells rt_w2a8_reference qat-s42 kd_gt-s42 qat-s43 kd_gt-s43 qat-s44 kd_gt-s44
 cells rt_w8a8 qat_int8_attention-s43 qat_int8_attention-s44
+cells rt_w4a8 kd-s43 kd-s44
 for suite in rt_w2a8 rt_w2a8_reference rt_w4a8 rt_w8a8 rt_kurtosis_fp32 rt_kurtosis_ptq; do $PY tools/experiment.py --suite "configs/suites/$suite.yaml" --report-only; done
