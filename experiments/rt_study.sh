@@ -35,9 +35,7 @@ cells rt_w8a8 ptq_absmax-s42
 cells rt_w2a8_reference kd-s42 ti-s42 kd-s43 ti-s43 kd-s44 ti-s44
 # the other methods, one seed each, paired with recorded baselines (W4A8: TI against KD, KD and SAM against LSQ
 # QAT and SQuAT; W2A8: LSQ against TWN QAT, SQuAT against LSQ, SAM against QAT), with W4A8 SAM's other seeds
-# between them (they made SAM the shipped W4A8 recipe: +0.55 over SQuAT over 3 seeds, p = 0.022); then W4A8 KD's
-# other seeds at the end of the queue (seed 42: +1.27 over LSQ QAT, p = 0.005; +0.42 over SQuAT, p = 0.39: unlikely
-# to change the recipe)
+# between them (they made SAM the shipped W4A8 recipe: +0.55 over SQuAT over 3 seeds, p = 0.022)
 cells rt_w4a8 kd-s42 ti-s42 sam-s42
 cells rt_w2a8 lsq-s42
 cells rt_w4a8 sam-s43 sam-s44
@@ -48,5 +46,7 @@ cells rt_w2a8 kd-s42 ti-s42 kd-s43 ti-s43 kd-s44 ti-s44 ti_sam-s42 kd_gt-s43 kd_
 # the reference mode's other W2A8 methods (about 50 minutes a cell)
 cells rt_w2a8_reference qat-s42 kd_gt-s42 qat-s43 kd_gt-s43 qat-s44 kd_gt-s44
 cells rt_w8a8 qat_int8_attention-s43 qat_int8_attention-s44
+# W4A8 KD's other seeds last (seed 42: +1.27 over LSQ QAT, p = 0.005; +0.42 over SQuAT, p = 0.39: unlikely to
+# change the recipe)
 cells rt_w4a8 kd-s43 kd-s44
 for suite in rt_w2a8 rt_w2a8_reference rt_w4a8 rt_w8a8 rt_kurtosis_fp32 rt_kurtosis_ptq; do $PY tools/experiment.py --suite "configs/suites/$suite.yaml" --report-only; done
