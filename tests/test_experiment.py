@@ -163,8 +163,10 @@ def test_results_csv_and_report_come_from_the_cells(suite):
     c = sum(int(np.sum(right[f"qat-s{s}"] & ~right[f"fp32-s{s}"])) for s in (1, 2))
     p = binomtest(b, b + c, 0.5).pvalue if b + c else 1.0
     paired = report[report.index("| McNemar p |"):].splitlines()
-    assert b + c > 0 and next(line for line in paired if line.startswith("| qat | fp32 | 1, 2 | ")).endswith(
-        f"| {b} | {c} | {p:.3g} |")
+    qat_row = next(line for line in paired if line.startswith("| qat | fp32 | 1, 2 | "))
+    assert b + c > 0 and qat_row.endswith(f"| {b} | {c} | {p:.3g} |")
+    per_seed = [100 * (np.mean(right[f"qat-s{s}"]) - np.mean(right[f"fp32-s{s}"])) for s in (1, 2)]
+    assert qat_row.split(" | ")[3:5] == [", ".join(f"{d:+.2f}" for d in per_seed), f"{np.mean(per_seed):+.2f}"]
     assert any(line.startswith("| ptq | fp32 | 1 | ") for line in paired)  # paired on seed 1 only
     # against the FP32 reference (fp32-s1's checkpoint): its predictions met by every seed's
     against_fp32 = report[report.index("Each method against the FP32 reference"):].splitlines()
@@ -392,7 +394,7 @@ def test_every_suite_in_configs_loads_and_checks_its_cells(suite_file, monkeypat
     assert suite_file.read_text().startswith("# ")  # what it measures and the doc it feeds
 
 
-@pytest.mark.parametrize("recipe, suite_file, method", [("rt_minilm_w2a8_ti", "rt_w2a8", "ti"),
+@pytest.mark.parametrize("recipe, suite_file, method", [("rt_minilm_w2a8_kd", "rt_w2a8", "kd"),
                                                          ("rt_minilm_w4a8_sam", "rt_w4a8", "sam")])
 def test_a_shipped_recipe_is_the_suite_cell_it_was_measured_as(recipe, suite_file, method, monkeypatch):
     # a recipe's comment quotes its suite's numbers: it must train what those cells trained

@@ -213,21 +213,25 @@ def _paired_table(suite: Suite, rows: Dict[Tuple[str, ...], List[Outcome]]) -> L
         seeds = ", ".join(str(m.cell.seed) for _, m in pairs)
         against = f"| {_label(key)} | {_label(base_key)} |"
         if not pairs:
-            lines.append(f"{against} none yet | | | | | |")
+            lines.append(f"{against} none yet | | | | | | |")
         elif any(b.predictions["gold"] != m.predictions["gold"] for b, m in pairs):
-            lines.append(f"{against} {seeds} | tested on other examples than the baseline | | | | |")
+            lines.append(f"{against} {seeds} | tested on other examples than the baseline | | | | | |")
         else:
-            columns = _paired_columns([_correct(b.predictions) for b, _ in pairs],
-                                      [_correct(m.predictions) for _, m in pairs])
-            lines.append(f"{against} {seeds} | {columns}")
+            baseline_right = [_correct(b.predictions) for b, _ in pairs]
+            method_right = [_correct(m.predictions) for _, m in pairs]
+            per_seed = ", ".join(f"{100 * (m.mean() - b.mean()):+.2f}" for b, m in zip(baseline_right, method_right))
+            columns = _paired_columns(baseline_right, method_right)
+            lines.append(f"{against} {seeds} | {per_seed} | {columns}")
     if not lines:
         return []
     return ["Each method against its baseline, paired by seed and test example (b: the baseline right and the "
             "method wrong, c: the reverse; p: McNemar's exact two-sided test on b and c pooled over the seeds; "
             f"95% interval: paired bootstrap of the mean accuracy difference, {RESAMPLES:,} resamples of the "
-            f"test examples, seed {BOOTSTRAP_SEED}):", "",
-            "| method | baseline | seeds paired | accuracy difference (points) | 95% interval | b | c | McNemar p |",
-            "|---|---|---|---|---|---|---|---|", *lines, ""]
+            f"test examples, seed {BOOTSTRAP_SEED}; per seed: each seed's difference, whose spread the pooled tests "
+            "do not cover):", "",
+            "| method | baseline | seeds paired | per seed | accuracy difference (points) | 95% interval | b | c "
+            "| McNemar p |",
+            "|---|---|---|---|---|---|---|---|---|", *lines, ""]
 
 
 def _fp32_paired_table(rows: Dict[Tuple[str, ...], List[Outcome]], reference: Optional[dict]) -> List[str]:
