@@ -41,9 +41,8 @@ cells rt_w2a8 lsq-s42
 cells rt_w4a8 sam-s43 sam-s44
 cells rt_w2a8 lsq_squat-s42 sam-s42
 # W2A8 in our mode, recorded (the first runs of KD and TI kept no predictions to pair new cells with), KD and TI
-# seed by seed (their records decide TI's verdict in our mode), then KD + GT's other seeds (seed 42 was +0.36 over
-# KD: with KD and TI they decide the shipped W2A8 recipe), KD + SAM against KD (SAM on distillation), and
-# QAT's other seeds
+# seed by seed (their records decided TI's verdict in our mode), then KD + GT's other seeds (with KD and TI they
+# decided the shipped W2A8 recipe), KD + SAM against KD (SAM on distillation), and QAT's other seeds
 cells rt_w2a8 kd-s42 ti-s42 kd-s43 ti-s43 kd-s44 ti-s44 kd_gt-s43 kd_gt-s44 kd_sam-s42 qat-s43 qat-s44
 # the reference mode's other W2A8 methods (about 50 minutes a cell)
 cells rt_w2a8_reference qat-s42 kd_gt-s42 qat-s43 kd_gt-s43 qat-s44 kd_gt-s44
