@@ -44,8 +44,8 @@ cells rt_w2a8 lsq_squat-s42 sam-s42
 # seed by seed (their records decided TI's verdict in our mode), then KD + GT's other seeds (with KD and TI they
 # decided the shipped W2A8 recipe), KD + SAM against KD (SAM on distillation), and QAT's other seeds
 cells rt_w2a8 kd-s42 ti-s42 kd-s43 ti-s43 kd-s44 ti-s44 kd_gt-s43 kd_gt-s44 kd_sam-s42 qat-s43 qat-s44
-# the reference mode's other W2A8 methods: QAT's three seeds first (about 20 minutes a cell on the Intel Xeon),
-# then KD + GT's (about 45)
+# the reference mode's other W2A8 methods: QAT's three seeds first (about 30 minutes a cell on the Intel Xeon),
+# then KD + GT's (about 55, as the mode's KD)
 cells rt_w2a8_reference qat-s42 qat-s43 qat-s44 kd_gt-s42 kd_gt-s43 kd_gt-s44
 cells rt_w8a8 qat_int8_attention-s43 qat_int8_attention-s44
 # W4A8 KD's other seeds last (seed 42: +1.27 over LSQ QAT, p = 0.005; +0.42 over SQuAT, p = 0.39: unlikely to
