@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The attention matmuls on int8 (docs/quantization.md, "The attention matmuls on int8"), on this machine: the INT8
-# folders of RT's W8A8 QAT without and with `quant.quantize_attention` (the cells qat-s42 and qat_int8_attention-s42
-# of configs/suites/rt_w8a8.yaml, whose accuracy and paired test are in its report; SEED=43 or 44 takes that seed's
-# cells instead: the seed changes the weights, not the graph) timed against the FP32 model's
-# export in one benchmark run, and where an INT8 call's time goes in each (tools/analyze.py kernels, 8 x 64 tokens, the models' longest).
+# folders of RT's W8A8 QAT without and with `quant.quantize_attention` (the cells qat-s$SEED and
+# qat_int8_attention-s$SEED of configs/suites/rt_w8a8.yaml, SEED 42 unless set; their accuracy and paired test are
+# in its report; the seed changes the weights, not the graph) timed against the FP32 model's export in one benchmark
+# run, and where an INT8 call's time goes in each (tools/analyze.py kernels, 8 x 64 tokens, the models' longest).
 # Results go to docs/int8_speed/attention/<isa>/ (<isa>: amx, vnni or avx2). Run it on an idle machine, after the
-# two cells (python tools/experiment.py --suite configs/suites/rt_w8a8.yaml --only 'qat*-s42'); about 10 minutes.
+# two cells (python tools/experiment.py --suite configs/suites/rt_w8a8.yaml --only "qat*-s$SEED"); about 10 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}

@@ -47,7 +47,7 @@ cells rt_w2a8 kd-s42 ti-s42 kd-s43 ti-s43 kd-s44 ti-s44 kd_gt-s43 kd_gt-s44 kd_s
 # the reference mode's QAT's three seeds (about 30 minutes a cell on the Intel Xeon)
 cells rt_w2a8_reference qat-s42 qat-s43 qat-s44
 # the rows that two cheap cells complete: W8A8 int8 attention's other seeds (about 15 minutes each), W4A8 KD's
-# (about 25; seed 42: +1.27 over LSQ QAT, p = 0.005; +0.42 over SQuAT, p = 0.39: unlikely to change the recipe)
+# (about 25 each)
 cells rt_w8a8 qat_int8_attention-s43 qat_int8_attention-s44
 cells rt_w4a8 kd-s43 kd-s44
 # the reference mode's KD + GT last (about 55 minutes a cell, as the mode's KD)
